@@ -1,0 +1,52 @@
+//! `GET /health`: whether the service can reach its database.
+
+use std::sync::Arc;
+
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+
+use super::ApiTags;
+use crate::{auth::Auth, db, error::Detail};
+
+#[derive(Object)]
+struct Status {
+    /// Always `ok`.
+    status: String,
+}
+
+#[derive(ApiResponse)]
+enum HealthResponse {
+    /// The database answers.
+    #[oai(status = 200)]
+    Ok(Json<Status>),
+    /// The database does not answer; retry after the given number of seconds.
+    #[oai(status = 503)]
+    Unavailable(Json<Detail>, #[oai(header = "Retry-After")] u64),
+}
+
+pub struct HealthApi {
+    pub auth: Arc<Auth>,
+}
+
+#[OpenApi(tag = "ApiTags::Health")]
+impl HealthApi {
+    /// Health check
+    ///
+    /// 200 when the database answers a query, 503 when it does not.
+    #[oai(path = "/health", method = "get", operation_id = "health")]
+    async fn health(&self) -> HealthResponse {
+        match db::ping(self.auth.db()).await {
+            Ok(()) => HealthResponse::Ok(Json(Status {
+                status: "ok".into(),
+            })),
+            Err(err) => {
+                tracing::warn!(error = %err, "health check: database unavailable");
+                HealthResponse::Unavailable(
+                    Json(Detail {
+                        detail: "Database unavailable".into(),
+                    }),
+                    1,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The HTTP API: the operations, the docs, and what wraps every request (body limit,
+//! JSON for framework errors, access log).
+
+mod form;
+mod health;
+mod token;
+mod users;
+
+use std::{sync::Arc, time::Instant};
+
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
+    error::ReadBodyError,
+    http::header::{CONTENT_LENGTH, TRANSFER_ENCODING},
+};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::{
+    auth::Auth,
+    error::{self, AllowedMethods},
+};
+
+/// Request bodies larger than this are refused with 413 before they are read in full:
+/// a login form is a few hundred bytes (a 1024-byte password percent-encodes to 3 KiB).
+pub const MAX_BODY_BYTES: usize = 8 * 1024;
+
+const DESCRIPTION: &str = "FastAPI's \"Simple OAuth2 with Password and Bearer\" in Rust, \
+made secure: argon2id password hashes, random opaque tokens stored only as SHA-256 \
+digests, expiry and revocation.\n\n\
+Click **Authorize**, log in as `johndoe` / `secret` (tick the scopes you want), then try \
+`GET /users/me`. `alice` / `secret2` is a disabled user.";
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Logging in and out
+    Auth,
+    /// The current user
+    Users,
+    /// Service status
+    Health,
+}
+
+/// The whole service as one endpoint; `main` serves it and the tests call it.
+pub fn app(auth: Arc<Auth>) -> impl Endpoint<Output = Response> {
+    let api = OpenApiService::new(
+        (
+            token::TokenApi { auth: auth.clone() },
+            users::UsersApi { auth: auth.clone() },
+            health::HealthApi { auth },
+        ),
+        "simple-oauth2",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(DESCRIPTION);
+    let allowed = Arc::new(
+        AllowedMethods::from_openapi(&api.spec())
+            .with("/docs", "GET")
+            .with("/docs/oauth-receiver.html", "GET")
+            .with("/openapi.json", "GET"),
+    );
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", poem::get(spec))
+        .around(move |ep, req| around_request(ep, req, allowed.clone()))
+}
+
+async fn around_request<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    allowed: Arc<AllowedMethods>,
+) -> poem::Result<Response> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    // The path only: a query string could carry a token.
+    let path = req.uri().path().to_owned();
+    let response = match limit_body(req).await {
+        Ok(req) => match ep.call(req).await {
+            Ok(output) => output.into_response(),
+            Err(err) => error::framework_error(err, &path, &allowed),
+        },
+        Err(response) => response,
+    };
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    Ok(response)
+}
+
+/// Buffers the body up to [`MAX_BODY_BYTES`], or answers 413: at once when
+/// `Content-Length` says it is too large, after that many bytes when it is chunked.
+async fn limit_body(mut req: Request) -> Result<Request, Response> {
+    let headers = req.headers();
+    if !headers.contains_key(CONTENT_LENGTH) && !headers.contains_key(TRANSFER_ENCODING) {
+        return Ok(req);
+    }
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(error::payload_too_large(MAX_BODY_BYTES));
+    }
+    match req.take_body().into_bytes_limit(MAX_BODY_BYTES).await {
+        Ok(bytes) => {
+            req.set_body(bytes);
+            Ok(req)
+        }
+        Err(ReadBodyError::PayloadTooLarge) => Err(error::payload_too_large(MAX_BODY_BYTES)),
+        Err(err) => Err(error::framework_error(
+            err.into(),
+            req.uri().path(),
+            &AllowedMethods::default(),
+        )),
+    }
+}

@@ -1,0 +1,138 @@
+//! The OAuth2 password-flow security scheme, and reading the bearer token out of the
+//! `Authorization` header (RFC 6750, section 2.1; never from the query string).
+
+use poem::{Request, RequestBody, http::header::AUTHORIZATION};
+use poem_openapi::{
+    ApiExtractor, ApiExtractorType, ExtractParamOptions,
+    registry::{MetaOAuthFlow, MetaOAuthFlows, MetaOAuthScope, MetaSecurityScheme, Registry},
+};
+
+use super::{AccessError, scope::Scope};
+use crate::error::AccessErrorResponse;
+
+/// The scheme's name in the OpenAPI document, as in FastAPI's tutorial.
+const SCHEME_NAME: &str = "OAuth2PasswordBearer";
+
+/// The raw token of an `Authorization: Bearer <token>` header; not yet checked.
+pub struct BearerToken(String);
+
+impl BearerToken {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Reads the header: the scheme is case-insensitive and spaces before the token are
+    /// skipped. No header or another scheme is `NotAuthenticated`; `Bearer` with nothing
+    /// usable after it is `InvalidToken`.
+    pub fn from_header(value: Option<&[u8]>) -> Result<Self, AccessError> {
+        let value = value.ok_or(AccessError::NotAuthenticated)?;
+        let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
+            Some(space) => value.split_at(space),
+            None => (value, &b""[..]),
+        };
+        if !scheme.eq_ignore_ascii_case(b"bearer") {
+            return Err(AccessError::NotAuthenticated);
+        }
+        let token =
+            std::str::from_utf8(rest.trim_ascii()).map_err(|_| AccessError::InvalidToken)?;
+        if token.is_empty() {
+            return Err(AccessError::InvalidToken);
+        }
+        Ok(Self(token.to_owned()))
+    }
+}
+
+impl<'a> ApiExtractor<'a> for BearerToken {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        let scopes = Scope::ALL
+            .iter()
+            .map(|&(scope, description)| MetaOAuthScope {
+                name: scope.name(),
+                description: Some(description),
+            })
+            .collect();
+        registry.create_security_scheme(
+            SCHEME_NAME,
+            MetaSecurityScheme {
+                ty: "oauth2",
+                description: Some(
+                    "OAuth2 password flow: log in with a username and password at /token.",
+                ),
+                name: None,
+                key_in: None,
+                scheme: None,
+                bearer_format: None,
+                flows: Some(MetaOAuthFlows {
+                    implicit: None,
+                    password: Some(MetaOAuthFlow {
+                        authorization_url: None,
+                        // Relative, so it resolves against wherever the docs are served.
+                        token_url: Some("token"),
+                        refresh_url: None,
+                        scopes,
+                    }),
+                    client_credentials: None,
+                    authorization_code: None,
+                }),
+                openid_connect_url: None,
+            },
+        );
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec![SCHEME_NAME]
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+        Self::from_header(header).map_err(|err| AccessErrorResponse::from(err).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(value: &str) -> Result<String, AccessError> {
+        BearerToken::from_header(Some(value.as_bytes())).map(|t| t.0)
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive_and_leading_spaces_are_skipped() {
+        assert_eq!(parse("bEaReR    abc").unwrap(), "abc");
+    }
+
+    #[test]
+    fn other_schemes_are_not_authenticated() {
+        assert!(matches!(
+            parse("Basic Og=="),
+            Err(AccessError::NotAuthenticated)
+        ));
+        assert!(matches!(
+            parse("Notexistent testtoken"),
+            Err(AccessError::NotAuthenticated)
+        ));
+        assert!(matches!(
+            parse("Bearerabc"),
+            Err(AccessError::NotAuthenticated)
+        ));
+    }
+
+    #[test]
+    fn bearer_with_nothing_after_it_is_an_invalid_token() {
+        assert!(matches!(parse("Bearer"), Err(AccessError::InvalidToken)));
+        assert!(matches!(
+            parse("Bearer    "),
+            Err(AccessError::InvalidToken)
+        ));
+    }
+}

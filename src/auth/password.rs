@@ -1,0 +1,160 @@
+//! Argon2id password hashing and verification, off the async threads and a few at a time.
+
+use std::{sync::Arc, thread::available_parallelism};
+
+use argon2::{
+    Algorithm, Argon2, Params, Version,
+    password_hash::{PasswordHasher as _, PasswordVerifier as _, phc::PasswordHash},
+};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+/// Verified against when the user does not exist, so an unknown username costs the same
+/// argon2 work as a wrong password. It hashes a random string nobody knows.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$itvfLGSYujYQs5Dsc8DrXg$h1w0F9K7zzEpx5zj7VBVYWoB5/7GYIY+WTkqH1uIVmQ";
+
+/// The outcome of checking a password.
+#[derive(Debug)]
+pub enum Verdict {
+    Mismatch,
+    /// The password is right; `rehashed` holds a fresh hash when the stored one used
+    /// weaker parameters than today's.
+    Match {
+        rehashed: Option<String>,
+    },
+}
+
+/// Hashes `password` with today's parameters into a PHC string. CPU-bound for tens of
+/// milliseconds: async code goes through [`Hasher`] instead.
+pub fn hash_password(password: &SecretString) -> String {
+    Argon2::default()
+        .hash_password(password.expose_secret().as_bytes())
+        .expect("argon2 with default parameters hashes any password")
+        .to_string()
+}
+
+/// Checks `password` against a stored PHC string, or against the dummy when there is none.
+fn verify_password(password: &SecretString, stored: Option<&str>) -> Verdict {
+    let phc = match PasswordHash::new(stored.unwrap_or(DUMMY_HASH)) {
+        Ok(phc) => phc,
+        Err(_) => {
+            tracing::warn!("a stored password hash is not a valid PHC string");
+            PasswordHash::new(DUMMY_HASH).expect("the dummy hash is a valid PHC string")
+        }
+    };
+    let matches = Argon2::default()
+        .verify_password(password.expose_secret().as_bytes(), &phc)
+        .is_ok();
+    if !matches || stored.is_none() {
+        return Verdict::Mismatch;
+    }
+    let rehashed = is_weaker_than_default(&phc).then(|| hash_password(password));
+    Verdict::Match { rehashed }
+}
+
+/// OWASP: move old hashes to today's algorithm and costs at the next successful login.
+fn is_weaker_than_default(phc: &PasswordHash) -> bool {
+    let current = Params::default();
+    let Ok(stored) = Params::try_from(phc) else {
+        return true;
+    };
+    Algorithm::try_from(phc.algorithm.as_str()) != Ok(Algorithm::Argon2id)
+        || phc.version != Some(Version::V0x13.into())
+        || stored.m_cost() < current.m_cost()
+        || stored.t_cost() < current.t_cost()
+        || stored.p_cost() < current.p_cost()
+}
+
+/// Runs argon2 on blocking threads, at most one job per core at a time: each job holds
+/// about 19 MiB, so a login flood queues here instead of exhausting memory and CPU.
+#[derive(Clone)]
+pub struct Hasher {
+    permits: Arc<Semaphore>,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        let cores = available_parallelism().map_or(1, |n| n.get());
+        Self {
+            permits: Arc::new(Semaphore::new(cores)),
+        }
+    }
+}
+
+impl Hasher {
+    /// Verifies `password` against `stored` (the dummy hash when the user is unknown).
+    pub async fn verify(&self, password: SecretString, stored: Option<String>) -> Verdict {
+        self.run(move || verify_password(&password, stored.as_deref()))
+            .await
+            .unwrap_or(Verdict::Mismatch)
+    }
+
+    /// Hashes `password` with today's parameters.
+    pub async fn hash(&self, password: SecretString) -> Option<String> {
+        self.run(move || hash_password(&password)).await
+    }
+
+    /// `None` only when the job panicked, which argon2 does not do on valid input.
+    async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let _permit = self.permits.acquire().await.ok()?;
+        tokio::task::spawn_blocking(job).await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s)
+    }
+
+    #[test]
+    fn a_fresh_hash_is_argon2id_with_default_costs_and_verifies() {
+        let phc = hash_password(&secret("hunter2"));
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(matches!(
+            verify_password(&secret("hunter2"), Some(&phc)),
+            Verdict::Match { rehashed: None }
+        ));
+        assert!(matches!(
+            verify_password(&secret("hunter3"), Some(&phc)),
+            Verdict::Mismatch
+        ));
+    }
+
+    #[test]
+    fn no_stored_hash_never_matches() {
+        assert!(matches!(
+            verify_password(&secret(""), None),
+            Verdict::Mismatch
+        ));
+    }
+
+    #[test]
+    fn a_weak_hash_is_upgraded_on_match() {
+        let weak = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"pw")
+        .unwrap()
+        .to_string();
+        let Verdict::Match {
+            rehashed: Some(fresh),
+        } = verify_password(&secret("pw"), Some(&weak))
+        else {
+            panic!("expected an upgraded hash");
+        };
+        assert!(fresh.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+    }
+
+    #[test]
+    fn a_malformed_stored_hash_is_a_mismatch() {
+        assert!(matches!(
+            verify_password(&secret("x"), Some("not a hash")),
+            Verdict::Mismatch
+        ));
+    }
+}

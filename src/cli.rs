@@ -1,0 +1,327 @@
+//! The command line: run the service, migrate, and manage users without writing SQL.
+
+use std::{
+    io::{self, BufRead, Write},
+    process::ExitCode,
+    time::SystemTime,
+};
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::SqlitePool;
+
+use crate::{
+    auth::{
+        MAX_PASSWORD_LEN, MAX_USERNAME_LEN,
+        password::hash_password,
+        scope::{Scopes, UnknownScope},
+        token,
+    },
+    config::{DatabaseSettings, Settings},
+    db,
+    server::{self, Server},
+    users::{self, NewUser, User},
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "simple-oauth2",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no command, run the service.
+    #[command(flatten)]
+    serve: Settings,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the service (the default)
+    Serve(Settings),
+    /// Create the database if missing, apply the migrations, and exit
+    Migrate(DatabaseSettings),
+    /// Add, list, change and remove users
+    Users {
+        #[command(flatten)]
+        database: DatabaseSettings,
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Print an argon2id PHC string for a password, for seeding users in your own migrations
+    HashPassword(PasswordInput),
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersCommand {
+    /// Add a user; the password is asked for (or read with --password-stdin)
+    Add {
+        username: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        full_name: Option<String>,
+        /// Space-separated scopes the user may be granted
+        #[arg(long, default_value = "me")]
+        scopes: String,
+        /// Create the user disabled
+        #[arg(long)]
+        disabled: bool,
+        #[command(flatten)]
+        password: PasswordInput,
+    },
+    /// List every user (never their hashes)
+    List,
+    /// Show one user
+    Show { username: String },
+    /// Disable a user: their tokens stop working
+    Disable { username: String },
+    /// Enable a disabled user
+    Enable { username: String },
+    /// Delete a user and their tokens
+    Delete { username: String },
+    /// Set a new password; the user's tokens are revoked
+    SetPassword {
+        username: String,
+        #[command(flatten)]
+        password: PasswordInput,
+    },
+    /// Set the scopes a user may be granted, e.g. "me items"
+    SetScopes { username: String, scopes: String },
+}
+
+#[derive(Args, Debug)]
+struct PasswordInput {
+    /// Read the password from the first line of standard input instead of prompting
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+    #[error("no user named {0:?}")]
+    NoSuchUser(String),
+    #[error("invalid username: {0}")]
+    InvalidUsername(&'static str),
+    #[error("invalid password: {0}")]
+    InvalidPassword(&'static str),
+    #[error("{0}; known scopes: me items")]
+    InvalidScope(#[from] UnknownScope),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Start(#[from] server::StartError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Runs the command line; errors are one line on standard error and exit code 1.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(settings)) => serve(settings).await,
+        Some(Command::Migrate(database)) => migrate(&database).await,
+        Some(Command::Users { database, command }) => users_command(&database, command).await,
+        Some(Command::HashPassword(input)) => read_password(&input).map(|password| {
+            println!("{}", hash_password(&password));
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), CliError> {
+    let server = Server::build(&settings).await?;
+    tracing::info!(
+        "serving on http://{0}, docs at http://{0}/docs",
+        server.local_addr()
+    );
+    server.run_until(server::shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn migrate(database: &DatabaseSettings) -> Result<(), CliError> {
+    db::connect(&database.database_url).await?.close().await;
+    println!("database {} is up to date", database.database_url);
+    Ok(())
+}
+
+async fn users_command(database: &DatabaseSettings, command: UsersCommand) -> Result<(), CliError> {
+    // Check what can be checked before touching the database or asking for a password.
+    if let UsersCommand::Add {
+        username, scopes, ..
+    } = &command
+    {
+        check_username(username)?;
+        Scopes::parse(scopes)?;
+    }
+    let db = db::connect(&database.database_url).await?;
+    let result = change_users(&db, command).await;
+    db.close().await;
+    result
+}
+
+async fn change_users(db: &SqlitePool, command: UsersCommand) -> Result<(), CliError> {
+    let found = |done: bool, username: String| {
+        if done {
+            Ok(())
+        } else {
+            Err(CliError::NoSuchUser(username))
+        }
+    };
+    match command {
+        UsersCommand::Add {
+            username,
+            email,
+            full_name,
+            scopes,
+            disabled,
+            password,
+        } => {
+            let password = read_password(&password)?;
+            let new_user = NewUser {
+                username: username.clone(),
+                email,
+                full_name,
+                disabled,
+                scopes: Scopes::parse(&scopes)?,
+                hashed_password: hash_password(&password),
+            };
+            let user = users::insert(db, &new_user)
+                .await?
+                .ok_or(CliError::UserExists(username))?;
+            println!("added user {}", user.username);
+            Ok(())
+        }
+        UsersCommand::List => {
+            print_table(&users::list(db).await?);
+            Ok(())
+        }
+        UsersCommand::Show { username } => {
+            let user = users::find_by_username(db, &username)
+                .await?
+                .ok_or(CliError::NoSuchUser(username))?;
+            print_user(&user);
+            Ok(())
+        }
+        UsersCommand::Disable { username } => {
+            found(users::set_disabled(db, &username, true).await?, username)
+        }
+        UsersCommand::Enable { username } => {
+            found(users::set_disabled(db, &username, false).await?, username)
+        }
+        UsersCommand::Delete { username } => found(users::delete(db, &username).await?, username),
+        UsersCommand::SetPassword { username, password } => {
+            if users::find_by_username(db, &username).await?.is_none() {
+                return Err(CliError::NoSuchUser(username));
+            }
+            let hashed = hash_password(&read_password(&password)?);
+            let mut tx = db.begin().await?;
+            let done = users::set_password_hash(&mut *tx, &username, &hashed).await?;
+            token::revoke_all_of_user(&mut *tx, &username, SystemTime::now()).await?;
+            tx.commit().await?;
+            found(done, username)
+        }
+        UsersCommand::SetScopes { username, scopes } => {
+            let scopes = Scopes::parse(&scopes)?;
+            found(users::set_scopes(db, &username, &scopes).await?, username)
+        }
+    }
+}
+
+fn check_username(username: &str) -> Result<(), CliError> {
+    if username.is_empty() {
+        return Err(CliError::InvalidUsername("it is empty"));
+    }
+    if username.len() > MAX_USERNAME_LEN {
+        return Err(CliError::InvalidUsername("it is longer than 128 bytes"));
+    }
+    if username
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(CliError::InvalidUsername(
+            "it contains white space or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a password from a hidden prompt (asked twice) or from standard input; never
+/// from the command line, where other users of the machine could read it.
+fn read_password(input: &PasswordInput) -> Result<SecretString, CliError> {
+    let password = if input.password_stdin {
+        let mut line = String::new();
+        io::stdin().lock().read_line(&mut line)?;
+        let trimmed = line.trim_end_matches(['\n', '\r']).to_owned();
+        SecretString::from(trimmed)
+    } else {
+        let first = SecretString::from(rpassword::prompt_password("Password: ")?);
+        let second = SecretString::from(rpassword::prompt_password("Repeat password: ")?);
+        if first.expose_secret() != second.expose_secret() {
+            return Err(CliError::InvalidPassword("the two entries differ"));
+        }
+        first
+    };
+    if password.expose_secret().is_empty() {
+        return Err(CliError::InvalidPassword("it is empty"));
+    }
+    if password.expose_secret().len() > MAX_PASSWORD_LEN {
+        return Err(CliError::InvalidPassword("it is longer than 1024 bytes"));
+    }
+    Ok(password)
+}
+
+fn print_user(user: &User) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "username:  {}", user.username);
+    let _ = writeln!(out, "email:     {}", user.email.as_deref().unwrap_or(""));
+    let _ = writeln!(
+        out,
+        "full name: {}",
+        user.full_name.as_deref().unwrap_or("")
+    );
+    let _ = writeln!(out, "disabled:  {}", user.disabled);
+    let _ = writeln!(out, "scopes:    {}", user.allowed_scopes());
+}
+
+fn print_table(users: &[User]) {
+    let rows: Vec<[String; 5]> = users
+        .iter()
+        .map(|u| {
+            [
+                u.username.clone(),
+                u.email.clone().unwrap_or_default(),
+                u.full_name.clone().unwrap_or_default(),
+                if u.disabled { "yes" } else { "no" }.to_owned(),
+                u.allowed_scopes().to_string(),
+            ]
+        })
+        .collect();
+    let header = ["USERNAME", "EMAIL", "FULL NAME", "DISABLED", "SCOPES"].map(String::from);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = io::stdout().lock();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+}

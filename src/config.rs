@@ -1,0 +1,83 @@
+//! Settings: read from the environment (and `.env`, loaded by `main`), each with a default.
+
+use std::time::Duration;
+
+use clap::Args;
+
+const DEFAULT_DATABASE_URL: &str = "sqlite:simple-oauth2.db";
+const DEFAULT_HOST: &str = "127.0.0.1";
+const DEFAULT_PORT: u16 = 8000;
+const DEFAULT_ACCESS_TOKEN_TTL: &str = "30m";
+const DEFAULT_LOGIN_MAX_FAILURES: u32 = 10;
+const DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS: u32 = 100;
+const DEFAULT_LOGIN_FAILURE_WINDOW: &str = "15m";
+
+/// Where the database lives; shared by the server and every management command.
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseSettings {
+    /// SQLite database URL; the file is created and migrated when missing.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+/// Everything the server needs to run.
+#[derive(Args, Debug, Clone)]
+pub struct Settings {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = DEFAULT_HOST)]
+    pub host: String,
+
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Access-token lifetime, as a duration (`30m`, `1h`, `5s`).
+    #[arg(long, env = "ACCESS_TOKEN_TTL", default_value = DEFAULT_ACCESS_TOKEN_TTL, value_parser = parse_positive_duration)]
+    pub access_token_ttl: Duration,
+
+    /// Failed logins for one username within the window before 429; 0 turns the limit off.
+    #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = DEFAULT_LOGIN_MAX_FAILURES)]
+    pub login_max_failures: u32,
+
+    /// Failed logins from one client address within the window before 429; 0 turns the limit off.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_ADDRESS", default_value_t = DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS)]
+    pub login_max_failures_per_address: u32,
+
+    /// The window failed logins are counted in, as a duration.
+    #[arg(long, env = "LOGIN_FAILURE_WINDOW", default_value = DEFAULT_LOGIN_FAILURE_WINDOW, value_parser = parse_positive_duration)]
+    pub login_failure_window: Duration,
+}
+
+impl Settings {
+    /// The defaults, for a database at `database_url`: what the service runs with when no
+    /// variable is set.
+    pub fn with_database(database_url: impl Into<String>) -> Self {
+        Self {
+            database: DatabaseSettings {
+                database_url: database_url.into(),
+            },
+            host: DEFAULT_HOST.into(),
+            port: DEFAULT_PORT,
+            access_token_ttl: default_duration(DEFAULT_ACCESS_TOKEN_TTL),
+            login_max_failures: DEFAULT_LOGIN_MAX_FAILURES,
+            login_max_failures_per_address: DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS,
+            login_failure_window: default_duration(DEFAULT_LOGIN_FAILURE_WINDOW),
+        }
+    }
+}
+
+fn default_duration(value: &str) -> Duration {
+    parse_positive_duration(value).expect("built-in default durations are valid")
+}
+
+/// A zero lifetime or window would make every token or count die at birth.
+fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value).map_err(|err| err.to_string())?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
+}

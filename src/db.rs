@@ -1,0 +1,58 @@
+//! The SQLite database: connection options, the pool, and the embedded migrations.
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    SqlitePool,
+    migrate::Migrator,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+/// The migrations in `./migrations`, compiled into the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// Opens the database at `url`, creating the file (readable by its owner only: it holds
+/// password hashes) when missing, and brings its schema up to date.
+pub async fn connect(url: &str) -> Result<SqlitePool, sqlx::Error> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // WAL + NORMAL is durable across process crashes; only a power loss can drop the
+        // last commits.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    create_private_file(&options)?;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+/// SQLite gives the -wal and -shm files the permissions of the database file, so creating
+/// that one with mode 0600 keeps all three private.
+fn create_private_file(options: &SqliteConnectOptions) -> std::io::Result<()> {
+    let path = options.get_filename();
+    if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") || path.exists() {
+        return Ok(());
+    }
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    match file.open(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Fails unless the database answers a query that reads the file.
+pub async fn ping(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    sqlx::query("select count(*) from users")
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! The one place errors become HTTP: FastAPI `detail` bodies, RFC 6749 token errors,
+//! RFC 6750 challenges, and the framework's own 404/405/413 in the same JSON.
+
+use std::collections::HashMap;
+
+use poem::{IntoResponse, Response, http::StatusCode};
+use poem_openapi::{ApiResponse, Object, payload::Json};
+use serde_json::json;
+
+use crate::auth::{AccessError, FieldError, FieldErrorKind, LoginError};
+
+/// How long a client should wait before retrying when the database does not answer.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+
+/// An error body: `detail` says what went wrong.
+#[derive(Object, Debug)]
+pub struct Detail {
+    /// What went wrong.
+    pub detail: String,
+}
+
+impl Detail {
+    fn json(detail: &str) -> Json<Detail> {
+        Json(Detail {
+            detail: detail.to_owned(),
+        })
+    }
+}
+
+/// A token-endpoint error (RFC 6749, section 5.2), with FastAPI's `detail` beside it.
+#[derive(Object, Debug)]
+pub struct OAuthError {
+    /// A message, or for a malformed request a list of field errors in FastAPI's shape
+    /// (`[{"type": "missing", "loc": ["body", "username"], "msg": "Field required"}]`).
+    pub detail: serde_json::Value,
+    /// The RFC 6749 error code.
+    pub error: String,
+    /// A human-readable ASCII explanation (Swagger UI shows it in the Authorize dialog).
+    pub error_description: String,
+}
+
+impl OAuthError {
+    fn json(detail: serde_json::Value, error: &str, description: impl Into<String>) -> Json<Self> {
+        Json(Self {
+            detail,
+            error: error.to_owned(),
+            error_description: description.into(),
+        })
+    }
+}
+
+/// How the token endpoints (`/token`, `/token/revoke`) fail.
+#[derive(ApiResponse, Debug)]
+pub enum TokenErrorResponse {
+    /// `invalid_request` (missing, empty or repeated parameter, not a form body),
+    /// `unsupported_grant_type`, `invalid_scope`, or `invalid_grant` (wrong username or
+    /// password).
+    #[oai(status = 400)]
+    BadRequest(Json<OAuthError>),
+    /// The request body is over the size limit.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<OAuthError>),
+    /// Too many failed logins for this username or from this address; retry after the
+    /// given number of seconds.
+    #[oai(status = 429)]
+    TooManyRequests(Json<OAuthError>, #[oai(header = "Retry-After")] u64),
+    /// The database does not answer; retry after the given number of seconds.
+    #[oai(status = 503)]
+    Unavailable(Json<OAuthError>, #[oai(header = "Retry-After")] u64),
+}
+
+/// How the routes that need a bearer token fail.
+#[derive(ApiResponse, Debug)]
+pub enum AccessErrorResponse {
+    /// The token belongs to a disabled user: `Inactive user`.
+    #[oai(status = 400)]
+    InactiveUser(Json<Detail>),
+    /// No bearer token (`Not authenticated`), or one that is unknown, malformed, expired
+    /// or revoked (`Invalid authentication credentials`).
+    #[oai(status = 401)]
+    Unauthorized(Json<Detail>, #[oai(header = "WWW-Authenticate")] String),
+    /// The token lacks a scope this operation needs.
+    #[oai(status = 403)]
+    Forbidden(Json<Detail>, #[oai(header = "WWW-Authenticate")] String),
+    /// The database does not answer; retry after the given number of seconds.
+    #[oai(status = 503)]
+    Unavailable(Json<Detail>, #[oai(header = "Retry-After")] u64),
+}
+
+fn field_errors_json(errors: &[FieldError]) -> serde_json::Value {
+    errors
+        .iter()
+        .map(|e| {
+            let (kind, msg) = match e.kind {
+                FieldErrorKind::Missing => ("missing", "Field required"),
+                FieldErrorKind::Repeated => ("value_error", "Field must not be repeated"),
+            };
+            json!({"type": kind, "loc": ["body", e.field], "msg": msg})
+        })
+        .collect()
+}
+
+fn field_errors_description(errors: &[FieldError]) -> String {
+    let names = |kind| {
+        errors
+            .iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| e.field)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let missing = names(FieldErrorKind::Missing);
+    let repeated = names(FieldErrorKind::Repeated);
+    match (missing.is_empty(), repeated.is_empty()) {
+        (false, true) => format!("Missing required parameter: {missing}"),
+        (true, false) => format!("Repeated parameter: {repeated}"),
+        _ => format!("Missing required parameter: {missing}; repeated parameter: {repeated}"),
+    }
+}
+
+impl From<LoginError> for TokenErrorResponse {
+    fn from(err: LoginError) -> Self {
+        let bad_request = |detail: &str, error: &str, description: &str| {
+            Self::BadRequest(OAuthError::json(json!(detail), error, description))
+        };
+        match err {
+            LoginError::InvalidRequest(errors) => Self::BadRequest(OAuthError::json(
+                field_errors_json(&errors),
+                "invalid_request",
+                field_errors_description(&errors),
+            )),
+            LoginError::UnsupportedGrantType => bad_request(
+                "Unsupported grant type",
+                "unsupported_grant_type",
+                "Only the password grant is supported: grant_type=password",
+            ),
+            LoginError::InvalidScope(_) => {
+                let known: Vec<_> = crate::auth::scope::Scope::ALL
+                    .iter()
+                    .map(|(scope, _)| scope.name())
+                    .collect();
+                bad_request(
+                    "Invalid scope",
+                    "invalid_scope",
+                    &format!("Unknown scope requested; known scopes: {}", known.join(" ")),
+                )
+            }
+            LoginError::InvalidGrant => bad_request(
+                "Incorrect username or password",
+                "invalid_grant",
+                "Incorrect username or password",
+            ),
+            LoginError::TooManyAttempts(wait) => {
+                // Round up: retrying a fraction of a second early would be refused again.
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                Self::TooManyRequests(
+                    OAuthError::json(
+                        json!("Too many failed login attempts"),
+                        "temporarily_unavailable",
+                        format!("Too many failed login attempts; retry in {secs} seconds"),
+                    ),
+                    secs.max(1),
+                )
+            }
+            LoginError::Unavailable(err) => {
+                tracing::error!(error = %err, "database error on a token endpoint");
+                Self::Unavailable(
+                    OAuthError::json(
+                        json!("Service temporarily unavailable"),
+                        "temporarily_unavailable",
+                        "The service is temporarily unavailable; retry shortly",
+                    ),
+                    UNAVAILABLE_RETRY_AFTER_SECS,
+                )
+            }
+        }
+    }
+}
+
+impl From<AccessError> for AccessErrorResponse {
+    fn from(err: AccessError) -> Self {
+        match err {
+            AccessError::NotAuthenticated => {
+                Self::Unauthorized(Detail::json("Not authenticated"), "Bearer".into())
+            }
+            AccessError::InvalidToken => Self::Unauthorized(
+                Detail::json("Invalid authentication credentials"),
+                r#"Bearer error="invalid_token""#.into(),
+            ),
+            AccessError::InsufficientScope(scope) => Self::Forbidden(
+                Detail::json("Not enough permissions"),
+                format!(
+                    r#"Bearer error="insufficient_scope", scope="{}""#,
+                    scope.name()
+                ),
+            ),
+            AccessError::InactiveUser => Self::InactiveUser(Detail::json("Inactive user")),
+            AccessError::Unavailable(err) => {
+                tracing::error!(error = %err, "database error on a protected route");
+                Self::Unavailable(
+                    Detail::json("Service temporarily unavailable"),
+                    UNAVAILABLE_RETRY_AFTER_SECS,
+                )
+            }
+        }
+    }
+}
+
+/// The 413 answer for a body over the limit, in the token endpoints' format (the only
+/// routes that take a body).
+pub fn payload_too_large(limit: usize) -> Response {
+    TokenErrorResponse::PayloadTooLarge(OAuthError::json(
+        json!("Request body too large"),
+        "invalid_request",
+        format!("The request body must be at most {limit} bytes"),
+    ))
+    .into_response()
+}
+
+/// The methods each path answers, for the `Allow` header of a 405.
+#[derive(Debug, Default, Clone)]
+pub struct AllowedMethods(HashMap<String, String>);
+
+impl AllowedMethods {
+    /// Reads the paths and methods of an OpenAPI document.
+    pub fn from_openapi(spec: &str) -> Self {
+        let spec: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+        let paths = spec["paths"].as_object().into_iter().flatten();
+        Self(
+            paths
+                .map(|(path, operations)| {
+                    let methods: Vec<_> = operations
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|ops| ops.keys())
+                        .map(|method| method.to_ascii_uppercase())
+                        .collect();
+                    (path.clone(), methods.join(", "))
+                })
+                .collect(),
+        )
+    }
+
+    /// Adds a path served outside the OpenAPI document.
+    pub fn with(mut self, path: &str, methods: &str) -> Self {
+        self.0.insert(path.to_owned(), methods.to_owned());
+        self
+    }
+
+    fn get(&self, path: &str) -> Option<&str> {
+        self.0.get(path.trim_end_matches('/')).map(String::as_str)
+    }
+}
+
+/// Turns an error no handler answered in the API's format (unknown path, wrong method,
+/// unreadable body, ...) into the same JSON as every other error. Errors that already
+/// carry one of our responses pass through unchanged.
+pub fn framework_error(err: poem::Error, path: &str, allowed: &AllowedMethods) -> Response {
+    if err.is_from_response() {
+        return err.into_response();
+    }
+    let status = err.status();
+    match status {
+        StatusCode::NOT_FOUND => detail_response(status, "Not Found"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let mut response = detail_response(status, "Method Not Allowed");
+            if let Some(methods) = allowed.get(path) {
+                if let Ok(value) = methods.parse() {
+                    response
+                        .headers_mut()
+                        .insert(poem::http::header::ALLOW, value);
+                }
+            }
+            response
+        }
+        _ => {
+            if status.is_server_error() {
+                tracing::error!(error = %err, %status, "unhandled error");
+            }
+            detail_response(status, status.canonical_reason().unwrap_or("Error"))
+        }
+    }
+}
+
+fn detail_response(status: StatusCode, detail: &str) -> Response {
+    let body = Json(Detail {
+        detail: detail.to_owned(),
+    });
+    (status, body).into_response()
+}

@@ -1,0 +1,15 @@
+//! simple-oauth2: FastAPI's "Simple OAuth2 with Password and Bearer" in Rust, made secure.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod server;
+pub mod telemetry;
+pub mod users;
+
+pub use api::app;
+pub use config::Settings;
+pub use server::Server;

@@ -1,0 +1,111 @@
+//! The running service: database, listener, background housekeeping, clean shutdown.
+
+use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+
+use crate::{api, auth::Auth, config::Settings, db};
+
+/// How long requests in flight may take to finish once shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: String, source: io::Error },
+}
+
+/// A service with its database open and migrated and its port bound, ready to run.
+pub struct Server {
+    acceptor: TcpAcceptor,
+    auth: Arc<Auth>,
+    local_addr: SocketAddr,
+}
+
+impl Server {
+    pub async fn build(settings: &Settings) -> Result<Self, StartError> {
+        let pool = db::connect(&settings.database.database_url).await?;
+        let auth = Arc::new(Auth::new(pool, settings));
+        let address = format!("{}:{}", settings.host, settings.port);
+        let listen_error = |source| StartError::Listen {
+            address: address.clone(),
+            source,
+        };
+        let acceptor = TcpListener::bind((settings.host.as_str(), settings.port))
+            .into_acceptor()
+            .await
+            .map_err(listen_error)?;
+        let local_addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().copied())
+            .ok_or_else(|| listen_error(io::Error::other("no local address")))?;
+        Ok(Self {
+            acceptor,
+            auth,
+            local_addr,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting connections and lets
+    /// requests in flight finish (up to a grace period).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
+        let housekeeping = tokio::spawn(housekeeping(self.auth.clone()));
+        let result = poem::Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(api::app(self.auth.clone()), shutdown, Some(SHUTDOWN_GRACE))
+            .await;
+        housekeeping.abort();
+        self.auth.db().close().await;
+        result
+    }
+}
+
+/// Deletes dead tokens and ended throttle windows now and then, off the request path.
+async fn housekeeping(auth: Arc<Auth>) {
+    let mut ticks = tokio::time::interval(auth.sweep_interval());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match auth.sweep().await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "deleted dead tokens"),
+            Err(err) => tracing::warn!(error = %err, "housekeeping failed; will retry"),
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -264,12 +264,10 @@ pub fn framework_error(err: poem::Error, path: &str, allowed: &AllowedMethods) -
         StatusCode::NOT_FOUND => detail_response(status, "Not Found"),
         StatusCode::METHOD_NOT_ALLOWED => {
             let mut response = detail_response(status, "Method Not Allowed");
-            if let Some(methods) = allowed.get(path) {
-                if let Ok(value) = methods.parse() {
-                    response
-                        .headers_mut()
-                        .insert(poem::http::header::ALLOW, value);
-                }
+            if let Some(Ok(value)) = allowed.get(path).map(str::parse) {
+                response
+                    .headers_mut()
+                    .insert(poem::http::header::ALLOW, value);
             }
             response
         }

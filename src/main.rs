@@ -8,11 +8,11 @@ use simple_oauth2::{cli, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     // A missing .env is fine; a broken one is worth stopping for.
-    if let Err(err) = dotenvy::dotenv() {
-        if !err.not_found() {
-            eprintln!("error: cannot read .env: {err}");
-            return ExitCode::FAILURE;
-        }
+    if let Err(err) = dotenvy::dotenv()
+        && !err.not_found()
+    {
+        eprintln!("error: cannot read .env: {err}");
+        return ExitCode::FAILURE;
     }
     let cli = cli::Cli::parse();
     telemetry::init();

@@ -38,7 +38,8 @@ impl<T> UrlEncoded<T> {
                 field: name,
             });
         }
-        Ok(first.filter(|value| !value.is_empty()))
+        // `str::is_empty`, spelled out: poem-openapi's `Type::is_empty` is in scope too.
+        Ok(first.filter(|value| !str::is_empty(value)))
     }
 
     /// Reads several fields at once, collecting every missing or repeated one.
@@ -110,5 +111,24 @@ impl<'a, T: Type> ApiExtractor<'a> for UrlEncoded<T> {
             fields,
             schema: PhantomData,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(body: &str) -> UrlEncoded<String> {
+        UrlEncoded {
+            fields: Some(serde_urlencoded::from_str(body).unwrap()),
+            schema: PhantomData,
+        }
+    }
+
+    #[test]
+    fn empty_values_count_as_missing() {
+        let form = form("username=&password=x");
+        assert_eq!(form.get("username"), Ok(None));
+        assert_eq!(form.get("password"), Ok(Some("x")));
     }
 }

@@ -115,6 +115,11 @@ impl Auth {
         &self.db
     }
 
+    /// How many argon2 jobs logins have run so far.
+    pub fn password_hash_jobs(&self) -> u64 {
+        self.hasher.jobs()
+    }
+
     /// The OAuth2 password grant. An unknown user, a wrong password and a disabled
     /// user's wrong password fail alike, after the same argon2 work.
     pub async fn login(
@@ -187,10 +192,10 @@ impl Auth {
         let (user, granted) = token::find_user_by_token(&self.db, token, SystemTime::now())
             .await?
             .ok_or(AccessError::InvalidToken)?;
-        if let Some(scope) = required {
-            if !granted.intersection(&user.allowed_scopes()).contains(scope) {
-                return Err(AccessError::InsufficientScope(scope));
-            }
+        if let Some(scope) = required
+            && !granted.intersection(&user.allowed_scopes()).contains(scope)
+        {
+            return Err(AccessError::InsufficientScope(scope));
         }
         if user.disabled {
             return Err(AccessError::InactiveUser);

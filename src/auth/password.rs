@@ -1,6 +1,12 @@
 //! Argon2id password hashing and verification, off the async threads and a few at a time.
 
-use std::{sync::Arc, thread::available_parallelism};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread::available_parallelism,
+};
 
 use argon2::{
     Algorithm, Argon2, Params, Version,
@@ -70,6 +76,7 @@ fn is_weaker_than_default(phc: &PasswordHash) -> bool {
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    jobs: Arc<AtomicU64>,
 }
 
 impl Default for Hasher {
@@ -77,6 +84,7 @@ impl Default for Hasher {
         let cores = available_parallelism().map_or(1, |n| n.get());
         Self {
             permits: Arc::new(Semaphore::new(cores)),
+            jobs: Arc::default(),
         }
     }
 }
@@ -94,9 +102,15 @@ impl Hasher {
         self.run(move || hash_password(&password)).await
     }
 
+    /// How many hash or verify jobs have run: what the work cost, for metrics and tests.
+    pub fn jobs(&self) -> u64 {
+        self.jobs.load(Ordering::Relaxed)
+    }
+
     /// `None` only when the job panicked, which argon2 does not do on valid input.
     async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
         let _permit = self.permits.acquire().await.ok()?;
+        self.jobs.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(job).await.ok()
     }
 }

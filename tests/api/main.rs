@@ -1,1 +1,11 @@
-fn main() {}
+//! One integration-test binary: every test talks HTTP to a real server on its own
+//! temporary SQLite file.
+
+mod docs;
+mod helpers;
+mod lifecycle;
+mod scopes;
+mod storage;
+mod throttle;
+mod token;
+mod users_me;

@@ -1,0 +1,118 @@
+//! `/docs`, `/openapi.json`, `/health`, and the JSON of framework errors.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{spawn_app, status_and_json};
+
+#[tokio::test]
+async fn the_docs_page_is_served_from_the_binary() {
+    let app = spawn_app().await;
+
+    for path in ["/docs", "/docs/"] {
+        let response = app.get(path).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let html = response.text().await.unwrap();
+        assert!(html.contains("SwaggerUIBundle"));
+        for attribute in [
+            "src=\"http",
+            "src=\"//",
+            "href=\"http",
+            "href=\"//",
+            "url(http",
+        ] {
+            assert!(!html.contains(attribute), "{path} references {attribute}");
+        }
+    }
+}
+
+async fn spec() -> Value {
+    let app = spawn_app().await;
+    let (status, spec) = status_and_json(app.get("/openapi.json").send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    spec
+}
+
+#[tokio::test]
+async fn the_openapi_document_declares_the_password_flow_with_its_scopes() {
+    let spec = spec().await;
+
+    let scheme = &spec["components"]["securitySchemes"]["OAuth2PasswordBearer"];
+    assert_eq!(scheme["type"], "oauth2");
+    let flow = &scheme["flows"]["password"];
+    assert_eq!(flow["tokenUrl"], "token");
+    assert!(flow["scopes"]["me"].is_string());
+    assert!(flow["scopes"]["items"].is_string());
+    for path in ["/users/me", "/users/me/items"] {
+        assert_eq!(
+            spec["paths"][path]["get"]["security"],
+            json!([{"OAuth2PasswordBearer": []}]),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_status_an_operation_answers_is_documented_with_a_body() {
+    let spec = spec().await;
+    let expected: [(&str, &str, &[&str]); 5] = [
+        ("/token", "post", &["200", "400", "413", "429", "503"]),
+        ("/token/revoke", "post", &["200", "400", "413", "503"]),
+        ("/users/me", "get", &["200", "400", "401", "503"]),
+        (
+            "/users/me/items",
+            "get",
+            &["200", "400", "401", "403", "503"],
+        ),
+        ("/health", "get", &["200", "503"]),
+    ];
+
+    for (path, method, statuses) in expected {
+        let responses = &spec["paths"][path][method]["responses"];
+        for status in statuses {
+            let content = &responses[status]["content"]["application/json; charset=utf-8"];
+            assert!(
+                content["schema"].is_object(),
+                "{method} {path} does not document {status} with a body"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn health_says_ok_while_the_database_answers() {
+    let app = spawn_app().await;
+
+    let (status, body) = status_and_json(app.get("/health").send().await.unwrap()).await;
+
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn without_a_database_the_service_answers_503_json() {
+    let app = spawn_app().await;
+    let token = app.token_for("johndoe", "secret", "").await;
+    app.auth.db().close().await;
+
+    let health = app.get("/health").send().await.unwrap();
+    let me = app.get_with_token("/users/me", &token).await;
+    let login = app.login("johndoe", "secret").await;
+
+    for response in [health, me, login] {
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+        let body: Value = response.json().await.unwrap();
+        assert!(body["detail"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_path_is_json_404() {
+    let app = spawn_app().await;
+
+    for path in ["/nope", "/users", "/users/me/other", "/token/x"] {
+        let (status, body) = status_and_json(app.get(path).send().await.unwrap()).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body, json!({"detail": "Not Found"}));
+    }
+}

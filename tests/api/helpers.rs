@@ -1,0 +1,144 @@
+//! A real server per test: its own temporary SQLite file, a free port, real HTTP.
+
+use std::{path::PathBuf, sync::Arc};
+
+use reqwest::{Client, RequestBuilder, Response};
+use serde_json::Value;
+use simple_oauth2::{Server, Settings, auth::Auth};
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub struct TestApp {
+    pub address: String,
+    pub client: Client,
+    pub db_path: PathBuf,
+    pub auth: Arc<Auth>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    _dir: TempDir,
+}
+
+/// The service with its default settings on a fresh database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// The service on a fresh database, with settings changed by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db_path = dir.path().join("test.db");
+    let mut settings = Settings::with_database(format!("sqlite:{}", db_path.display()));
+    settings.port = 0;
+    configure(&mut settings);
+    let server = Server::build(&settings).await.expect("server starts");
+    let address = format!("http://{}", server.local_addr());
+    let auth = server.auth();
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(server.run_until(async {
+        let _ = stop.await;
+    }));
+    TestApp {
+        address,
+        client: Client::new(),
+        db_path,
+        auth,
+        shutdown: Some(shutdown),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.client.get(self.url(path))
+    }
+
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.client.post(self.url(path))
+    }
+
+    /// `POST /token` with these form fields.
+    pub async fn post_token(&self, form: &[(&str, &str)]) -> Response {
+        self.post("/token")
+            .form(form)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// A password-grant login as Swagger UI sends it.
+    pub async fn login(&self, username: &str, password: &str) -> Response {
+        self.post_token(&[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password),
+        ])
+        .await
+    }
+
+    /// Logs in and returns the access token; panics unless the login succeeds.
+    pub async fn token_for(&self, username: &str, password: &str, scope: &str) -> String {
+        let response = self
+            .post_token(&[
+                ("username", username),
+                ("password", password),
+                ("scope", scope),
+            ])
+            .await;
+        assert_eq!(response.status(), 200, "login as {username} failed");
+        let body: Value = response.json().await.expect("JSON body");
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// `GET path` with `Authorization: Bearer <token>`.
+    pub async fn get_with_token(&self, path: &str, token: &str) -> Response {
+        self.get(path)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn revoke(&self, token: &str) -> Response {
+        self.post("/token/revoke")
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Every byte of the database file and its write-ahead log.
+    pub fn database_bytes(&self) -> Vec<u8> {
+        let mut bytes = std::fs::read(&self.db_path).expect("database file");
+        let wal = self.db_path.with_extension("db-wal");
+        bytes.extend(std::fs::read(wal).unwrap_or_default());
+        bytes
+    }
+
+    /// Stops the server the way SIGTERM would, and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+    }
+}
+
+/// The status and JSON body of a response.
+pub async fn status_and_json(response: Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.json().await.expect("JSON body");
+    (status, body)
+}

@@ -114,6 +114,16 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// The `simple-oauth2` binary, set to work on this app's database.
+    pub fn cli(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut command = assert_cmd::Command::new(env!("CARGO_BIN_EXE_simple-oauth2"));
+        command
+            .env("DATABASE_URL", format!("sqlite:{}", self.db_path.display()))
+            .env("RUST_LOG", "warn")
+            .args(args);
+        command
+    }
+
     /// Every byte of the database file and its write-ahead log.
     pub fn database_bytes(&self) -> Vec<u8> {
         let mut bytes = std::fs::read(&self.db_path).expect("database file");

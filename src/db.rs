@@ -1,6 +1,11 @@
 //! The SQLite database: connection options, the pool, and the embedded migrations.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    path::PathBuf,
+    str::FromStr,
+    sync::{Mutex, PoisonError},
+    time::{Duration, SystemTime},
+};
 
 use sqlx::{
     SqlitePool,
@@ -55,4 +60,45 @@ pub async fn ping(pool: &SqlitePool) -> Result<(), sqlx::Error> {
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// Notices commits to the database by any connection of any process, for a few
+/// microseconds a look: in WAL mode every commit appends to the `-wal` file, so its size
+/// or modification time changes.
+pub struct CommitWatch {
+    wal: Option<PathBuf>,
+    last: Mutex<Option<(u64, SystemTime)>>,
+}
+
+impl CommitWatch {
+    /// Watches the database at `url`; an in-memory database is never seen to change.
+    pub fn new(url: &str) -> Self {
+        let wal = SqliteConnectOptions::from_str(url)
+            .ok()
+            .map(|options| options.get_filename().to_owned())
+            .filter(|path| !path.as_os_str().is_empty() && path.to_str() != Some(":memory:"))
+            .map(|path| {
+                let mut wal = path.into_os_string();
+                wal.push("-wal");
+                PathBuf::from(wal)
+            });
+        Self {
+            wal,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether anything was committed since the previous call (true on the first).
+    pub fn changed(&self) -> bool {
+        let Some(wal) = &self.wal else {
+            return false;
+        };
+        let now = std::fs::metadata(wal)
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)));
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = now.is_none() || *last != now;
+        *last = now;
+        changed
+    }
 }

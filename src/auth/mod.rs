@@ -1,6 +1,7 @@
 //! Authentication: logging in with a password, and turning a bearer token into a user.
 
 pub mod bearer;
+mod cache;
 pub mod password;
 pub mod scope;
 pub mod throttle;
@@ -17,12 +18,13 @@ use sqlx::SqlitePool;
 
 use self::{
     bearer::BearerToken,
+    cache::TokenCache,
     password::{Hasher, Verdict},
     scope::{Scope, Scopes, UnknownScope},
     throttle::LoginThrottle,
-    token::NewToken,
+    token::{NewToken, TokenDigest},
 };
-use crate::{config::Settings, users};
+use crate::{config::Settings, db::CommitWatch, users};
 
 /// Longer usernames and passwords are refused without hashing them.
 pub const MAX_USERNAME_LEN: usize = 128;
@@ -94,6 +96,7 @@ pub struct Auth {
     db: SqlitePool,
     hasher: Hasher,
     throttle: Arc<LoginThrottle>,
+    tokens: TokenCache,
     token_ttl: Duration,
 }
 
@@ -107,6 +110,7 @@ impl Auth {
                 settings.login_max_failures_per_address,
                 settings.login_failure_window,
             )),
+            tokens: TokenCache::new(CommitWatch::new(&settings.database.database_url)),
             token_ttl: settings.access_token_ttl,
         }
     }
@@ -189,24 +193,40 @@ impl Auth {
         if !token::is_well_formed(token) {
             return Err(AccessError::InvalidToken);
         }
-        let (user, granted) = token::find_user_by_token(&self.db, token, SystemTime::now())
-            .await?
-            .ok_or(AccessError::InvalidToken)?;
+        let digest = TokenDigest::of(token);
+        let now = SystemTime::now();
+        let live = match self.tokens.get(&digest, token::unix_millis(now)) {
+            Some(live) => live,
+            None => {
+                let live = token::find_user_by_token(&self.db, &digest, now)
+                    .await?
+                    .ok_or(AccessError::InvalidToken)?;
+                let live = Arc::new(live);
+                self.tokens.insert(digest, live.clone());
+                live
+            }
+        };
+        let user = &live.user;
         if let Some(scope) = required
-            && !granted.intersection(&user.allowed_scopes()).contains(scope)
+            && !live
+                .scopes
+                .intersection(&user.allowed_scopes())
+                .contains(scope)
         {
             return Err(AccessError::InsufficientScope(scope));
         }
         if user.disabled {
             return Err(AccessError::InactiveUser);
         }
-        Ok(user)
+        Ok(user.clone())
     }
 
     /// Revokes `token` (RFC 7009): unknown or dead tokens are fine.
     pub async fn revoke(&self, token: &str) -> Result<(), LoginError> {
         if token::is_well_formed(token) {
-            token::revoke(&self.db, token, SystemTime::now()).await?;
+            let digest = TokenDigest::of(token);
+            token::revoke(&self.db, &digest, SystemTime::now()).await?;
+            self.tokens.remove(&digest);
         }
         Ok(())
     }
@@ -215,6 +235,7 @@ impl Auth {
     /// windows. Returns how many token rows went.
     pub async fn sweep(&self) -> Result<u64, sqlx::Error> {
         self.throttle.prune();
+        self.tokens.prune();
         token::delete_dead(&self.db, SystemTime::now()).await
     }
 

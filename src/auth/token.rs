@@ -13,10 +13,20 @@ use crate::users::User;
 const TOKEN_BYTES: usize = 32;
 const TOKEN_LEN: usize = 43;
 
+/// SHA-256 of a token: all the database (and the cache) ever holds of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    pub fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+}
+
 /// A freshly generated token: the string goes to the client once; only `digest` is stored.
 pub struct NewToken {
     pub token: String,
-    digest: [u8; 32],
+    digest: TokenDigest,
 }
 
 impl NewToken {
@@ -24,13 +34,9 @@ impl NewToken {
         let mut bytes = [0u8; TOKEN_BYTES];
         getrandom::fill(&mut bytes).expect("the OS random number generator is available");
         let token = URL_SAFE_NO_PAD.encode(bytes);
-        let digest = digest(&token);
+        let digest = TokenDigest::of(&token);
         Self { token, digest }
     }
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 /// Whether `token` could be one of ours; anything else is rejected without a query.
@@ -60,7 +66,7 @@ pub async fn store(
         "insert into access_tokens (token_hash, user_id, scopes, issued_at, expires_at)
          values (?, ?, ?, ?, ?)",
     )
-    .bind(&token.digest[..])
+    .bind(&token.digest.0[..])
     .bind(user_id)
     .bind(scopes.to_string())
     .bind(unix_millis(now))
@@ -70,43 +76,58 @@ pub async fn store(
     Ok(())
 }
 
+/// A live token and its owner, as read from the database.
+#[derive(Debug, Clone)]
+pub struct LiveToken {
+    pub user: User,
+    /// The scopes granted at login.
+    pub scopes: Scopes,
+    /// Unix milliseconds.
+    pub expires_at: i64,
+}
+
 #[derive(FromRow)]
-struct TokenOwner {
+struct LiveTokenRow {
     #[sqlx(flatten)]
     user: User,
     token_scopes: String,
+    expires_at: i64,
 }
 
-/// The user and granted scopes of `token`, if it is live: known, not expired, not revoked.
+/// The token with this digest and its owner, if it is live: known, not expired, not revoked.
 pub async fn find_user_by_token(
     db: impl SqliteExecutor<'_>,
-    token: &str,
+    digest: &TokenDigest,
     now: SystemTime,
-) -> Result<Option<(User, Scopes)>, sqlx::Error> {
-    let row: Option<TokenOwner> = sqlx::query_as(
+) -> Result<Option<LiveToken>, sqlx::Error> {
+    let row: Option<LiveTokenRow> = sqlx::query_as(
         "select u.id, u.username, u.email, u.full_name, u.disabled, u.scopes,
-                t.scopes as token_scopes
+                t.scopes as token_scopes, t.expires_at
          from access_tokens t join users u on u.id = t.user_id
          where t.token_hash = ? and t.revoked_at is null and t.expires_at > ?",
     )
-    .bind(&digest(token)[..])
+    .bind(&digest.0[..])
     .bind(unix_millis(now))
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|row| (row.user, Scopes::from_stored(&row.token_scopes))))
+    Ok(row.map(|row| LiveToken {
+        user: row.user,
+        scopes: Scopes::from_stored(&row.token_scopes),
+        expires_at: row.expires_at,
+    }))
 }
 
 /// Revokes `token`; revoking an unknown or dead token is not an error (RFC 7009).
 pub async fn revoke(
     db: impl SqliteExecutor<'_>,
-    token: &str,
+    digest: &TokenDigest,
     now: SystemTime,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update access_tokens set revoked_at = ? where token_hash = ? and revoked_at is null",
     )
     .bind(unix_millis(now))
-    .bind(&digest(token)[..])
+    .bind(&digest.0[..])
     .execute(db)
     .await?;
     Ok(())
@@ -150,7 +171,7 @@ mod tests {
         let b = NewToken::generate();
         assert!(is_well_formed(&a.token), "{}", a.token);
         assert_ne!(a.token, b.token);
-        assert_eq!(a.digest, digest(&a.token));
+        assert_eq!(a.digest, TokenDigest::of(&a.token));
     }
 
     #[test]

@@ -56,6 +56,7 @@ async fn an_added_user_can_log_in_over_http() {
 async fn disable_and_enable_take_effect_on_live_tokens() {
     let app = spawn_app().await;
     let token = app.token_for("johndoe", "secret", "").await;
+    assert_eq!(app.get_with_token("/users/me", &token).await.status(), 200);
 
     app.cli(&["users", "disable", "johndoe"]).assert().success();
     let (status, body) = status_and_json(app.get_with_token("/users/me", &token).await).await;
@@ -69,6 +70,10 @@ async fn disable_and_enable_take_effect_on_live_tokens() {
 async fn set_password_revokes_tokens_and_replaces_the_password() {
     let app = spawn_app().await;
     let old_token = app.token_for("johndoe", "secret", "").await;
+    assert_eq!(
+        app.get_with_token("/users/me", &old_token).await.status(),
+        200
+    );
 
     app.cli(&["users", "set-password", "johndoe", "--password-stdin"])
         .write_stdin("a new secret\n")

@@ -105,6 +105,8 @@ async fn items_without_a_token_are_not_authenticated() {
 async fn a_scope_taken_from_the_user_stops_working_on_their_tokens() {
     let app = spawn_app().await;
     let token = app.token_for("johndoe", "secret", "me items").await;
+    let response = app.get_with_token("/users/me/items", &token).await;
+    assert_eq!(response.status(), 200);
 
     sqlx::query("update users set scopes = 'me' where username = 'johndoe'")
         .execute(app.auth.db())

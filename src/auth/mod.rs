@@ -95,7 +95,7 @@ pub struct IssuedToken {
 pub struct Auth {
     db: SqlitePool,
     hasher: Hasher,
-    throttle: Arc<LoginThrottle>,
+    throttle: LoginThrottle,
     tokens: TokenCache,
     token_ttl: Duration,
 }
@@ -105,11 +105,11 @@ impl Auth {
         Self {
             db,
             hasher: Hasher::default(),
-            throttle: Arc::new(LoginThrottle::new(
+            throttle: LoginThrottle::new(
                 settings.login_max_failures,
                 settings.login_max_failures_per_address,
                 settings.login_failure_window,
-            )),
+            ),
             tokens: TokenCache::new(CommitWatch::new(&settings.database.database_url)),
             token_ttl: settings.access_token_ttl,
         }
@@ -132,23 +132,24 @@ impl Auth {
         client: Option<IpAddr>,
     ) -> Result<IssuedToken, LoginError> {
         let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let attempt = self
-            .throttle
-            .begin(&request.username, client)
-            .map_err(|wait| {
-                tracing::warn!(%client, "login refused: too many failures");
-                LoginError::TooManyAttempts(wait)
-            })?;
-        // The attempt was counted as a failure up front; early returns keep it that way.
-        if request.username.len() > MAX_USERNAME_LEN
+        let username = request.username.as_str();
+        let throttled = |wait| {
+            tracing::warn!(%client, "login refused: too many failures");
+            LoginError::TooManyAttempts(wait)
+        };
+        self.throttle.check(username, client).map_err(throttled)?;
+        if username.len() > MAX_USERNAME_LEN
             || secrecy::ExposeSecret::expose_secret(&request.password).len() > MAX_PASSWORD_LEN
         {
+            self.throttle.record_failure(username, client);
             return Err(LoginError::InvalidGrant);
         }
-        let found = users::find_credentials(&self.db, &request.username).await?;
+        let found = users::find_credentials(&self.db, username).await?;
+        let slot = self.hasher.slot().await;
+        // Again: failures may have been counted while this attempt waited for its slot.
+        self.throttle.check(username, client).map_err(throttled)?;
         let stored = found.as_ref().map(|(_, hash)| hash.clone());
-        let verdict = self.hasher.verify(request.password, stored).await;
-        let user = match (verdict, found) {
+        let user = match (slot.verify(request.password, stored).await, found) {
             (Verdict::Match { rehashed }, Some((user, stored))) => {
                 if let Some(fresh) = rehashed {
                     users::replace_password_hash(&self.db, user.id, &stored, &fresh).await?;
@@ -157,10 +158,11 @@ impl Auth {
             }
             _ => {
                 tracing::info!(%client, "login failed");
+                self.throttle.record_failure(username, client);
                 return Err(LoginError::InvalidGrant);
             }
         };
-        attempt.succeeded();
+        self.throttle.record_success(username);
 
         let scopes = request.scopes.intersection(&user.allowed_scopes());
         let token = NewToken::generate();

@@ -13,7 +13,7 @@ use argon2::{
     password_hash::{PasswordHasher as _, PasswordVerifier as _, phc::PasswordHash},
 };
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Verified against when the user does not exist, so an unknown username costs the same
 /// argon2 work as a wrong password. It hashes a random string nobody knows.
@@ -90,28 +90,45 @@ impl Default for Hasher {
 }
 
 impl Hasher {
-    /// Verifies `password` against `stored` (the dummy hash when the user is unknown).
-    pub async fn verify(&self, password: SecretString, stored: Option<String>) -> Verdict {
-        self.run(move || verify_password(&password, stored.as_deref()))
+    /// Waits for a free hashing slot.
+    pub async fn slot(&self) -> HashSlot {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
             .await
-            .unwrap_or(Verdict::Mismatch)
+            .expect("the hashing semaphore is never closed");
+        HashSlot {
+            permit,
+            jobs: self.jobs.clone(),
+        }
     }
 
-    /// Hashes `password` with today's parameters.
-    pub async fn hash(&self, password: SecretString) -> Option<String> {
-        self.run(move || hash_password(&password)).await
-    }
-
-    /// How many hash or verify jobs have run: what the work cost, for metrics and tests.
+    /// How many argon2 jobs have run: what the work cost, for metrics and tests.
     pub fn jobs(&self) -> u64 {
         self.jobs.load(Ordering::Relaxed)
     }
+}
 
-    /// `None` only when the job panicked, which argon2 does not do on valid input.
-    async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-        let _permit = self.permits.acquire().await.ok()?;
+/// The right to run one argon2 job now.
+pub struct HashSlot {
+    permit: OwnedSemaphorePermit,
+    jobs: Arc<AtomicU64>,
+}
+
+impl HashSlot {
+    /// Verifies `password` against `stored` (the dummy hash when the user is unknown).
+    pub async fn verify(self, password: SecretString, stored: Option<String>) -> Verdict {
         self.jobs.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_blocking(job).await.ok()
+        let permit = self.permit;
+        let job = tokio::task::spawn_blocking(move || {
+            // Held by the job itself: a client that hangs up does not free the slot
+            // while argon2 still runs.
+            let _permit = permit;
+            verify_password(&password, stored.as_deref())
+        });
+        // A panic inside argon2 (it has none on valid input) counts as a mismatch.
+        job.await.unwrap_or(Verdict::Mismatch)
     }
 }
 

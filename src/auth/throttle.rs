@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     hash::Hash,
     net::IpAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -18,7 +18,7 @@ const MAX_TRACKED: usize = 50_000;
 const MAX_TRACKED_USERNAME_LEN: usize = 128;
 
 struct Window {
-    attempts: u32,
+    failures: u32,
     started: Instant,
 }
 
@@ -43,7 +43,7 @@ impl<K: Eq + Hash + Clone> Counter<K> {
         self.windows.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// How long `key` must wait, if it has used up its attempts.
+    /// How long `key` must wait, if it has used up its failures.
     fn retry_after(&self, key: &K, now: Instant) -> Option<Duration> {
         if self.max == 0 {
             return None;
@@ -51,7 +51,7 @@ impl<K: Eq + Hash + Clone> Counter<K> {
         let windows = self.lock();
         let window = windows.get(key)?;
         let elapsed = now.duration_since(window.started);
-        (elapsed < self.window && window.attempts >= self.max).then(|| self.window - elapsed)
+        (elapsed < self.window && window.failures >= self.max).then(|| self.window - elapsed)
     }
 
     fn count(&self, key: &K, now: Instant) {
@@ -66,22 +66,16 @@ impl<K: Eq + Hash + Clone> Counter<K> {
             }
         }
         let window = windows.entry(key.clone()).or_insert(Window {
-            attempts: 0,
+            failures: 0,
             started: now,
         });
         if now.duration_since(window.started) >= self.window {
             *window = Window {
-                attempts: 0,
+                failures: 0,
                 started: now,
             };
         }
-        window.attempts += 1;
-    }
-
-    fn uncount(&self, key: &K) {
-        if let Some(window) = self.lock().get_mut(key) {
-            window.attempts = window.attempts.saturating_sub(1);
-        }
+        window.failures += 1;
     }
 
     fn forget(&self, key: &K) {
@@ -100,24 +94,9 @@ pub struct LoginThrottle {
     per_address: Counter<IpAddr>,
 }
 
-/// A login attempt that has been counted as a failure in advance, so that parallel
-/// attempts cannot slip past the limit while their passwords are being checked.
-#[must_use = "call succeeded() when the password was right"]
-pub struct Attempt {
-    throttle: Arc<LoginThrottle>,
-    username: Option<String>,
-    address: IpAddr,
-}
-
-impl Attempt {
-    /// A right password clears the username's failures and does not count against the
-    /// address.
-    pub fn succeeded(self) {
-        if let Some(username) = &self.username {
-            self.throttle.per_username.forget(username);
-        }
-        self.throttle.per_address.uncount(&self.address);
-    }
+/// Usernames that cannot exist are not tracked by name: no memory for made-up giants.
+fn tracked(username: &str) -> Option<String> {
+    (username.len() <= MAX_TRACKED_USERNAME_LEN).then(|| username.to_owned())
 }
 
 impl LoginThrottle {
@@ -128,32 +107,33 @@ impl LoginThrottle {
         }
     }
 
-    /// Starts a login attempt, or says how long to wait when either limit is used up.
-    /// Whether the user exists plays no part, so a 429 reveals nothing about it.
-    pub fn begin(self: &Arc<Self>, username: &str, address: IpAddr) -> Result<Attempt, Duration> {
+    /// How long to wait, when either limit is used up. Whether the user exists plays no
+    /// part, so a 429 reveals nothing about it.
+    pub fn check(&self, username: &str, address: IpAddr) -> Result<(), Duration> {
         let now = Instant::now();
-        let username = (username.len() <= MAX_TRACKED_USERNAME_LEN).then(|| username.to_owned());
         let wait = [
-            username
-                .as_ref()
-                .and_then(|u| self.per_username.retry_after(u, now)),
+            tracked(username).and_then(|u| self.per_username.retry_after(&u, now)),
             self.per_address.retry_after(&address, now),
         ]
         .into_iter()
         .flatten()
         .max();
-        if let Some(wait) = wait {
-            return Err(wait);
-        }
-        if let Some(username) = &username {
-            self.per_username.count(username, now);
+        wait.map_or(Ok(()), Err)
+    }
+
+    pub fn record_failure(&self, username: &str, address: IpAddr) {
+        let now = Instant::now();
+        if let Some(username) = tracked(username) {
+            self.per_username.count(&username, now);
         }
         self.per_address.count(&address, now);
-        Ok(Attempt {
-            throttle: Arc::clone(self),
-            username,
-            address,
-        })
+    }
+
+    /// A right password clears the username's failures.
+    pub fn record_success(&self, username: &str) {
+        if let Some(username) = tracked(username) {
+            self.per_username.forget(&username);
+        }
     }
 
     /// Drops windows that have ended.
@@ -170,38 +150,43 @@ mod tests {
 
     const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
+    fn fail(throttle: &LoginThrottle, username: &str, times: usize) {
+        for _ in 0..times {
+            throttle.check(username, HOME).unwrap();
+            throttle.record_failure(username, HOME);
+        }
+    }
+
     #[test]
     fn the_attempt_after_the_limit_waits_for_the_window() {
-        let throttle = Arc::new(LoginThrottle::new(2, 0, Duration::from_secs(60)));
-        let _ = throttle.begin("bob", HOME).unwrap();
-        let _ = throttle.begin("bob", HOME).unwrap();
-        let wait = throttle.begin("bob", HOME).err().unwrap();
+        let throttle = LoginThrottle::new(2, 0, Duration::from_secs(60));
+        fail(&throttle, "bob", 2);
+        let wait = throttle.check("bob", HOME).unwrap_err();
         assert!(wait > Duration::from_secs(59) && wait <= Duration::from_secs(60));
-        assert!(throttle.begin("carol", HOME).is_ok());
+        assert!(throttle.check("carol", HOME).is_ok());
     }
 
     #[test]
     fn success_clears_the_username() {
-        let throttle = Arc::new(LoginThrottle::new(2, 0, Duration::from_secs(60)));
-        let _ = throttle.begin("bob", HOME).unwrap();
-        throttle.begin("bob", HOME).unwrap().succeeded();
-        assert!(throttle.begin("bob", HOME).is_ok());
+        let throttle = LoginThrottle::new(2, 0, Duration::from_secs(60));
+        fail(&throttle, "bob", 1);
+        throttle.record_success("bob");
+        fail(&throttle, "bob", 1);
+        assert!(throttle.check("bob", HOME).is_ok());
     }
 
     #[test]
     fn zero_turns_a_limit_off() {
-        let throttle = Arc::new(LoginThrottle::new(0, 0, Duration::from_secs(60)));
-        for _ in 0..100 {
-            let _ = throttle.begin("bob", HOME).unwrap();
-        }
+        let throttle = LoginThrottle::new(0, 0, Duration::from_secs(60));
+        fail(&throttle, "bob", 100);
     }
 
     #[test]
     fn the_address_limit_spans_usernames() {
-        let throttle = Arc::new(LoginThrottle::new(0, 3, Duration::from_secs(60)));
+        let throttle = LoginThrottle::new(0, 3, Duration::from_secs(60));
         for name in ["a", "b", "c"] {
-            let _ = throttle.begin(name, HOME).unwrap();
+            fail(&throttle, name, 1);
         }
-        assert!(throttle.begin("d", HOME).is_err());
+        assert!(throttle.check("d", HOME).is_err());
     }
 }

@@ -27,6 +27,15 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("temporary directory");
     let db_path = dir.path().join("test.db");
+    spawn_app_at(dir, db_path, configure).await
+}
+
+/// The service on the database at `db_path`, keeping `dir` until the app is dropped.
+pub async fn spawn_app_at(
+    dir: TempDir,
+    db_path: PathBuf,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     let mut settings = Settings::with_database(format!("sqlite:{}", db_path.display()));
     settings.port = 0;
     configure(&mut settings);
@@ -143,6 +152,58 @@ impl TestApp {
                 .expect("server task")
                 .expect("server stops cleanly");
         }
+    }
+}
+
+/// The real binary serving on a free port, for tests that kill or signal the process.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub address: String,
+}
+
+impl ServerProcess {
+    pub fn start(db_path: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_simple-oauth2"))
+            .env("DATABASE_URL", format!("sqlite:{}", db_path.display()))
+            .env("PORT", "0")
+            .env("RUST_LOG", "info")
+            .env("LOGIN_MAX_FAILURES_PER_ADDRESS", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (found, address) = std::sync::mpsc::channel();
+        // Reads the address from the start-up line, then keeps draining the log so the
+        // server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("serving on ").nth(1) {
+                    let address = rest.split(',').next().unwrap_or_default().to_owned();
+                    let _ = found.send(address);
+                }
+            }
+        });
+        let address = address
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the server says where it listens");
+        Self { child, address }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -5,6 +5,7 @@ mod cli;
 mod docs;
 mod helpers;
 mod lifecycle;
+mod reliability;
 mod scopes;
 mod storage;
 mod throttle;

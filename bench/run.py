@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""Load benchmark of simple-oauth2: builds the release binary, runs it on a fresh
+temporary database, measures it with wrk over loopback, and prints a Markdown table.
+
+Usage: python3 bench/run.py [--rounds 3] [--seconds 5] [--out bench/results.json]
+
+Needs wrk (Debian: apt-get install wrk). Throttling is switched off through its settings,
+and request logging is turned down, for the duration of the run. Every number is the
+median over the rounds. Stops by itself after a few minutes.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(ROOT, "target", "release", "simple-oauth2")
+
+LOGIN_LUA = """
+wrk.method = "POST"
+wrk.body = "grant_type=password&username=johndoe&password=secret"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def to_ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(output):
+    """Requests/s, p50 and p99 in ms, and the count of failed requests."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    pct = {
+        p: to_ms(v, u)
+        for p, v, u in re.findall(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+    }
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    return {"rps": rps, "p50_ms": pct.get("50"), "p99_ms": pct.get("99"), "errors": errors}
+
+
+def wrk(url, connections, seconds, header=None, script=None):
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    if header:
+        cmd += ["-H", header]
+    if script:
+        cmd += ["-s", script]
+    cmd.append(url)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_wrk(*args, **kwargs):
+    out, _ = wrk(*args, **kwargs).communicate()
+    return parse_wrk(out)
+
+
+def memory_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def reset_peak_memory(pid):
+    # Linux: writing 5 to clear_refs resets VmHWM (the peak resident set) to the current RSS.
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class Server:
+    def __init__(self, db_path, port):
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        env = dict(
+            os.environ,
+            DATABASE_URL=f"sqlite:{db_path}",
+            HOST="127.0.0.1",
+            PORT=str(port),
+            LOGIN_MAX_FAILURES="0",
+            LOGIN_MAX_FAILURES_PER_ADDRESS="0",
+            RUST_LOG="warn",
+        )
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen([BINARY], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.first_answer_ms = self._wait_until_up()
+
+    def _wait_until_up(self):
+        deadline = time.perf_counter() + 30
+        while time.perf_counter() < deadline:
+            try:
+                with urllib.request.urlopen(self.base + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return (time.perf_counter() - self.started) * 1000
+            except OSError:
+                time.sleep(0.002)
+        raise SystemExit("the server did not answer within 30 s")
+
+    def login(self):
+        data = urllib.parse.urlencode({"username": "johndoe", "password": "secret"}).encode()
+        with urllib.request.urlopen(self.base + "/token", data=data, timeout=10) as r:
+            return json.load(r)["access_token"]
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def one_round(seconds, workdir):
+    db = os.path.join(workdir, "bench.db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(db + suffix):
+            os.remove(db + suffix)
+    # Create and migrate the database, then time a launch on the existing file.
+    Server(db, free_port()).stop()
+    server = Server(db, free_port())
+    result = {"launch_to_first_answer_ms": server.first_answer_ms}
+    try:
+        pid = server.proc.pid
+        token = server.login()
+        auth = f"Authorization: Bearer {token}"
+        me = server.base + "/users/me"
+        time.sleep(0.5)
+        result["idle_rss_mib"] = memory_kib(pid, "VmRSS") / 1024
+        for c in (16, 64, 256):
+            result[f"me_c{c}"] = run_wrk(me, c, seconds, header=auth)
+        script = os.path.join(workdir, "login.lua")
+        with open(script, "w") as f:
+            f.write(LOGIN_LUA)
+        result["token_c16"] = run_wrk(server.base + "/token", 16, seconds, script=script)
+        result["me_idle_c16"] = run_wrk(me, 16, seconds, header=auth)
+        peak_reset = reset_peak_memory(pid)
+        flood = wrk(server.base + "/token", 32, seconds + 2, script=script)
+        time.sleep(1)
+        result["me_during_flood_c16"] = run_wrk(me, 16, seconds, header=auth)
+        result["login_flood_c32"] = parse_wrk(flood.communicate()[0])
+        result["flood_peak_rss_mib"] = memory_kib(pid, "VmHWM") / 1024 if peak_reset else None
+    finally:
+        server.stop()
+    return result
+
+
+def median_of(rounds, *path):
+    values = []
+    for r in rounds:
+        v = r
+        for key in path:
+            v = v[key]
+        if v is not None:
+            values.append(v)
+    return statistics.median(values) if values else None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+
+    rounds = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for i in range(args.rounds):
+            print(f"round {i + 1} of {args.rounds} ...", file=sys.stderr)
+            rounds.append(one_round(args.seconds, workdir))
+
+    m = lambda *path: median_of(rounds, *path)  # noqa: E731
+    summary = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "kernel": platform.release(),
+        },
+        "rounds": args.rounds,
+        "seconds_per_point": args.seconds,
+        "median": {
+            key: {field: m(key, field) for field in ("rps", "p50_ms", "p99_ms", "errors")}
+            for key in ("me_c16", "me_c64", "me_c256", "token_c16", "me_idle_c16",
+                        "me_during_flood_c16", "login_flood_c32")
+        },
+        "idle_rss_mib": m("idle_rss_mib"),
+        "flood_peak_rss_mib": m("flood_peak_rss_mib"),
+        "launch_to_first_answer_ms": m("launch_to_first_answer_ms"),
+        "raw_rounds": rounds,
+    }
+    med = summary["median"]
+    idle, flood = med["me_idle_c16"]["p99_ms"], med["me_during_flood_c16"]["p99_ms"]
+    summary["flood_p99_ratio"] = flood / idle if idle and flood else None
+    with open(args.out, "w") as f:
+        json.dump(summary, f, indent=2)
+
+    def row(name, key):
+        r = med[key]
+        return f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']:.0f} |"
+
+    lines = [
+        f"Medians of {args.rounds} rounds, {args.seconds} s per point, wrk -t2 on the same "
+        f"{os.cpu_count()}-core machine over loopback.",
+        "",
+        "| load | requests/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|",
+        row("GET /users/me, 16 connections", "me_c16"),
+        row("GET /users/me, 64 connections", "me_c64"),
+        row("GET /users/me, 256 connections", "me_c256"),
+        row("POST /token, 16 connections", "token_c16"),
+        row("GET /users/me, 16 connections, idle", "me_idle_c16"),
+        row("GET /users/me, 16 connections, during a 32-connection login flood", "me_during_flood_c16"),
+        row("POST /token, 32-connection login flood", "login_flood_c32"),
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| /users/me p99 during the flood / idle | {summary['flood_p99_ratio']:.2f}x |",
+        f"| resident memory, idle | {summary['idle_rss_mib']:.1f} MiB |",
+        "| resident memory, peak during the login flood | "
+        + (f"{summary['flood_peak_rss_mib']:.1f} MiB |" if summary["flood_peak_rss_mib"] else "n/a |"),
+        f"| launch to first answer, existing database | {summary['launch_to_first_answer_ms']:.0f} ms |",
+    ]
+    print("\n".join(lines))
+    print(f"\nJSON: {os.path.relpath(args.out)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use poem::{IntoResponse, Response, http::StatusCode};
-use poem_openapi::{ApiResponse, Object, payload::Json};
+use poem_openapi::{ApiResponse, Object, payload::Json, types::Example};
 use serde_json::json;
 
 use crate::auth::{AccessError, FieldError, FieldErrorKind, LoginError};
@@ -29,6 +29,7 @@ impl Detail {
 
 /// A token-endpoint error (RFC 6749, section 5.2), with FastAPI's `detail` beside it.
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct OAuthError {
     /// A message, or for a malformed request a list of field errors in FastAPI's shape
     /// (`[{"type": "missing", "loc": ["body", "username"], "msg": "Field required"}]`).
@@ -37,6 +38,16 @@ pub struct OAuthError {
     pub error: String,
     /// A human-readable ASCII explanation (Swagger UI shows it in the Authorize dialog).
     pub error_description: String,
+}
+
+impl Example for OAuthError {
+    fn example() -> Self {
+        Self {
+            detail: json!("Incorrect username or password"),
+            error: "invalid_grant".into(),
+            error_description: "Incorrect username or password".into(),
+        }
+    }
 }
 
 impl OAuthError {

@@ -1,6 +1,7 @@
 //! One integration-test binary: every test talks HTTP to a real server on its own
 //! temporary SQLite file.
 
+mod browser;
 mod cli;
 mod docs;
 mod helpers;

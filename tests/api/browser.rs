@@ -1,0 +1,285 @@
+//! The tutorial's "See it in action", in a real headless Chromium driven over WebDriver:
+//! Authorize in Swagger UI, call `GET /users/me`, log out, log in as the disabled user,
+//! mistype a password. Screenshots of each step go to `target/tmp/browser/`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver`; without them the test says it was
+//! skipped and passes, unless `REQUIRE_BROWSER_TEST=1` (as in CI) makes that a failure.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "chromedriver";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A chromedriver process on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    async fn start() -> Option<Driver> {
+        if !Path::new(CHROMIUM).exists() {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let status = format!("{}/status", driver.url);
+        for _ in 0..100 {
+            if reqwest::get(&status).await.is_ok_and(|r| r.status() == 200) {
+                return Some(driver);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    async fn browser(&self, profile: &Path) -> Client {
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1280,1400",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!("a JSON object literal")
+        };
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .expect("chromium starts under chromedriver")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The browser, the app it looks at, and where screenshots go.
+struct Session {
+    browser: Client,
+    app: TestApp,
+    shots: PathBuf,
+}
+
+impl Session {
+    async fn find(&self, css: &str) -> Element {
+        self.browser
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|err| panic!("no element {css}: {err}"))
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css).await.click().await.expect("click");
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.browser.screenshot().await.expect("screenshot");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+
+    /// Opens the Authorize dialog and logs in with the password flow.
+    async fn authorize(&self, username: &str, password: &str) {
+        self.click("button.btn.authorize").await;
+        self.find("#oauth_username")
+            .await
+            .send_keys(username)
+            .await
+            .unwrap();
+        self.find("#oauth_password")
+            .await
+            .send_keys(password)
+            .await
+            .unwrap();
+        self.click(".auth-btn-wrapper button.authorize").await;
+    }
+
+    async fn close_dialog(&self) {
+        self.click(".auth-btn-wrapper button.btn-done").await;
+    }
+
+    /// Waits until the dialog shows a Logout button (logged in) and closes it.
+    async fn expect_logged_in(&self, shot: &str) {
+        self.browser
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::XPath("//button[contains(., 'Logout')]"))
+            .await
+            .expect("the dialog says we are logged in");
+        self.screenshot(shot).await;
+        self.close_dialog().await;
+    }
+
+    async fn logout(&self) {
+        self.click("button.btn.authorize").await;
+        self.browser
+            .find(Locator::XPath("//button[contains(., 'Logout')]"))
+            .await
+            .expect("a Logout button")
+            .click()
+            .await
+            .unwrap();
+        self.close_dialog().await;
+    }
+
+    /// "Execute" on `GET /users/me` and the status and body Swagger UI shows.
+    async fn execute_users_me(&self, shot: &str) -> (String, String) {
+        let operation = "#operations-Users-read_users_me";
+        // Clear the previous answer, so the wait below sees the new one.
+        if let Ok(clear) = self
+            .browser
+            .find(Locator::Css(&format!("{operation} button.btn-clear")))
+            .await
+        {
+            clear.click().await.unwrap();
+        }
+        self.click(&format!("{operation} button.execute")).await;
+        let status = self
+            .find(&format!(
+                "{operation} .live-responses-table tr.response .response-col_status"
+            ))
+            .await;
+        let body = self
+            .find(&format!(
+                "{operation} .live-responses-table tr.response .response-col_description pre"
+            ))
+            .await;
+        let scroll = format!(
+            "document.querySelector('{operation} .live-responses-table').scrollIntoView({{block: 'center'}})"
+        );
+        self.browser.execute(&scroll, vec![]).await.unwrap();
+        self.screenshot(shot).await;
+        (
+            status.text().await.unwrap().trim().to_owned(),
+            body.text().await.unwrap(),
+        )
+    }
+
+    /// Every URL the page has loaded: documents, scripts, styles, images, fetches.
+    async fn loaded_urls(&self) -> Vec<String> {
+        let urls = self
+            .browser
+            .execute(
+                "return [location.href].concat(performance.getEntriesByType('resource').map(e => e.name))",
+                vec![],
+            )
+            .await
+            .unwrap();
+        serde_json::from_value(urls).unwrap()
+    }
+}
+
+fn skipped(reason: &str) {
+    if std::env::var("REQUIRE_BROWSER_TEST").is_ok_and(|v| v == "1") {
+        panic!("the browser test is required but {reason}");
+    }
+    // Straight to the terminal: libtest would swallow eprintln! from a passing test.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\nbrowser test skipped: {reason}. To run it: apt-get install chromium chromium-driver, \
+         then cargo test.\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swagger_ui_logs_in_and_calls_users_me_in_a_real_browser() {
+    let Some(driver) = Driver::start().await else {
+        skipped("Chromium and chromedriver were not found");
+        return;
+    };
+    let app = spawn_app().await;
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let session = Session {
+        browser: driver.browser(profile.path()).await,
+        app,
+        shots,
+    };
+
+    session
+        .browser
+        .goto(&session.app.url("/docs"))
+        .await
+        .unwrap();
+    session.find("button.btn.authorize").await;
+    session.screenshot("1-docs").await;
+
+    session.authorize("johndoe", "secret").await;
+    session.expect_logged_in("2-authorized-johndoe").await;
+    session
+        .click("#operations-Users-read_users_me .opblock-summary")
+        .await;
+    session
+        .click("#operations-Users-read_users_me button.try-out__btn")
+        .await;
+    let (status, body) = session.execute_users_me("3-users-me-johndoe").await;
+    assert_eq!(status, "200");
+    assert!(body.contains("\"johndoe\""), "{body}");
+    assert!(!body.contains("argon2"), "{body}");
+
+    session.logout().await;
+    let (status, body) = session.execute_users_me("4-users-me-logged-out").await;
+    assert_eq!(status, "401");
+    assert!(body.contains("Not authenticated"), "{body}");
+
+    session.authorize("alice", "secret2").await;
+    session.expect_logged_in("5-authorized-alice").await;
+    let (status, body) = session.execute_users_me("6-users-me-alice").await;
+    assert_eq!(status, "400");
+    assert!(body.contains("Inactive user"), "{body}");
+    session.logout().await;
+
+    session.authorize("johndoe", "wrong password").await;
+    let error = session.find(".modal-ux .errors").await;
+    let error = error.text().await.unwrap();
+    session.screenshot("7-wrong-password").await;
+    assert!(error.contains("invalid_grant"), "{error}");
+    assert!(error.contains("Incorrect username or password"), "{error}");
+
+    let origin = session.app.address.clone();
+    for url in session.loaded_urls().await {
+        assert!(
+            url.starts_with(&origin),
+            "the page loaded {url} from elsewhere"
+        );
+    }
+    session.browser.close().await.unwrap();
+}

@@ -110,6 +110,19 @@ impl Hasher {
     }
 }
 
+/// Lowers the calling thread's CPU priority, so that a login flood that keeps every core
+/// hashing still leaves room for the cheap requests (`/users/me` p99 stays close to idle).
+/// Logins lose little: alone, they get every core anyway.
+fn yield_to_requests() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread, with no memory passed.
+    unsafe {
+        // On Linux a thread id names one thread for PRIO_PROCESS; failure only means the
+        // priority stays as it was.
+        let _ = libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
+}
+
 /// The right to run one argon2 job now.
 pub struct HashSlot {
     permit: OwnedSemaphorePermit,
@@ -125,6 +138,7 @@ impl HashSlot {
             // Held by the job itself: a client that hangs up does not free the slot
             // while argon2 still runs.
             let _permit = permit;
+            yield_to_requests();
             verify_password(&password, stored.as_deref())
         });
         // A panic inside argon2 (it has none on valid input) counts as a mismatch.

@@ -22,8 +22,10 @@ use crate::{
 #[allow(dead_code)] // Describes the form in OpenAPI; `UrlEncoded` reads the fields.
 struct TokenForm {
     /// Exact username (case-sensitive).
+    #[oai(validator(min_length = 1, max_length = 128))]
     username: String,
     /// The user's password.
+    #[oai(validator(min_length = 1, max_length = 1024))]
     password: Password,
     /// When present, must be `password`.
     #[oai(validator(pattern = "^password$"))]
@@ -43,6 +45,7 @@ struct TokenForm {
 #[allow(dead_code)] // Describes the form in OpenAPI; `UrlEncoded` reads the fields.
 struct RevocationForm {
     /// The access token to revoke.
+    #[oai(validator(min_length = 1))]
     token: String,
     /// Accepted and ignored: only access tokens exist.
     token_type_hint: Option<String>,

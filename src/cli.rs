@@ -14,7 +14,7 @@ use crate::{
     auth::{
         MAX_PASSWORD_LEN, MAX_USERNAME_LEN,
         password::hash_password,
-        scope::{Scopes, UnknownScope},
+        scope::{Scope, Scopes, UnknownScope},
         token,
     },
     config::{DatabaseSettings, Settings},
@@ -110,7 +110,7 @@ enum CliError {
     InvalidUsername(&'static str),
     #[error("invalid password: {0}")]
     InvalidPassword(&'static str),
-    #[error("{0}; known scopes: me items")]
+    #[error("{0}; known scopes: {known}", known = Scope::all_names())]
     InvalidScope(#[from] UnknownScope),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -142,7 +142,8 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn serve(settings: Settings) -> Result<(), CliError> {
     let server = Server::build(&settings).await?;
-    tracing::info!(
+    // On standard output whatever RUST_LOG says: it is how to reach the service.
+    println!(
         "serving on http://{0}, docs at http://{0}/docs",
         server.local_addr()
     );

@@ -7,10 +7,10 @@ use poem::{IntoResponse, Response, http::StatusCode};
 use poem_openapi::{ApiResponse, Object, payload::Json, types::Example};
 use serde_json::json;
 
-use crate::auth::{AccessError, FieldError, FieldErrorKind, LoginError};
+use crate::auth::{AccessError, FieldError, FieldErrorKind, LoginError, scope::Scope};
 
 /// How long a client should wait before retrying when the database does not answer.
-const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
 
 /// An error body: `detail` says what went wrong.
 #[derive(Object, Debug)]
@@ -145,17 +145,14 @@ impl From<LoginError> for TokenErrorResponse {
                 "unsupported_grant_type",
                 "Only the password grant is supported: grant_type=password",
             ),
-            LoginError::InvalidScope(_) => {
-                let known: Vec<_> = crate::auth::scope::Scope::ALL
-                    .iter()
-                    .map(|(scope, _)| scope.name())
-                    .collect();
-                bad_request(
-                    "Invalid scope",
-                    "invalid_scope",
-                    &format!("Unknown scope requested; known scopes: {}", known.join(" ")),
-                )
-            }
+            LoginError::InvalidScope(_) => bad_request(
+                "Invalid scope",
+                "invalid_scope",
+                &format!(
+                    "Unknown scope requested; known scopes: {}",
+                    Scope::all_names()
+                ),
+            ),
             LoginError::InvalidGrant => bad_request(
                 "Incorrect username or password",
                 "invalid_grant",

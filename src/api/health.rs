@@ -5,7 +5,11 @@ use std::sync::Arc;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use super::ApiTags;
-use crate::{auth::Auth, db, error::Detail};
+use crate::{
+    auth::Auth,
+    db,
+    error::{Detail, UNAVAILABLE_RETRY_AFTER_SECS},
+};
 
 #[derive(Object)]
 struct Status {
@@ -44,7 +48,7 @@ impl HealthApi {
                     Json(Detail {
                         detail: "Database unavailable".into(),
                     }),
-                    1,
+                    UNAVAILABLE_RETRY_AFTER_SECS,
                 )
             }
         }

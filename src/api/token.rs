@@ -18,7 +18,7 @@ use crate::{
 
 /// The password-grant form, as FastAPI's `OAuth2PasswordRequestForm`.
 #[derive(Object)]
-#[oai(rename = "TokenRequest")]
+#[oai(rename = "TokenRequest", example)]
 #[allow(dead_code)] // Describes the form in OpenAPI; `UrlEncoded` reads the fields.
 struct TokenForm {
     /// Exact username (case-sensitive).
@@ -37,6 +37,19 @@ struct TokenForm {
     client_id: Option<String>,
     /// Accepted and ignored.
     client_secret: Option<Password>,
+}
+
+impl Example for TokenForm {
+    fn example() -> Self {
+        Self {
+            username: "johndoe".into(),
+            password: Password("secret".into()),
+            grant_type: Some("password".into()),
+            scope: "me items".into(),
+            client_id: None,
+            client_secret: None,
+        }
+    }
 }
 
 /// The revocation form (RFC 7009, section 2.1).

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::SqlitePool;
 
 use self::{
@@ -139,7 +139,7 @@ impl Auth {
         };
         self.throttle.check(username, client).map_err(throttled)?;
         if username.len() > MAX_USERNAME_LEN
-            || secrecy::ExposeSecret::expose_secret(&request.password).len() > MAX_PASSWORD_LEN
+            || request.password.expose_secret().len() > MAX_PASSWORD_LEN
         {
             self.throttle.record_failure(username, client);
             return Err(LoginError::InvalidGrant);
@@ -151,8 +151,13 @@ impl Auth {
         let stored = found.as_ref().map(|(_, hash)| hash.clone());
         let user = match (slot.verify(request.password, stored).await, found) {
             (Verdict::Match { rehashed }, Some((user, stored))) => {
-                if let Some(fresh) = rehashed {
-                    users::replace_password_hash(&self.db, user.id, &stored, &fresh).await?;
+                // An upgrade that cannot be stored now is tried again at the next login;
+                // it is no reason to refuse this one.
+                if let Some(fresh) = rehashed
+                    && let Err(err) =
+                        users::replace_password_hash(&self.db, user.id, &stored, &fresh).await
+                {
+                    tracing::warn!(error = %err, "could not store an upgraded password hash");
                 }
                 user
             }

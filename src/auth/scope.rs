@@ -27,6 +27,12 @@ impl Scope {
         }
     }
 
+    /// Every scope's name, space-separated, for messages.
+    pub fn all_names() -> String {
+        let names: Vec<_> = Scope::ALL.iter().map(|(scope, _)| scope.name()).collect();
+        names.join(" ")
+    }
+
     fn from_name(name: &str) -> Option<Scope> {
         Scope::ALL
             .iter()

@@ -112,15 +112,8 @@ async fn set_scopes_changes_what_a_login_is_granted() {
         .assert()
         .success();
 
-    let (_, body) = status_and_json(
-        app.post_token(&[
-            ("username", "alice"),
-            ("password", "secret2"),
-            ("scope", "me items"),
-        ])
-        .await,
-    )
-    .await;
+    let (_, body) =
+        status_and_json(app.login_with_scope("alice", "secret2", "me items").await).await;
     assert_eq!(body["scope"], "me items");
 }
 

@@ -89,15 +89,19 @@ impl TestApp {
         .await
     }
 
+    /// A login asking for `scope`.
+    pub async fn login_with_scope(&self, username: &str, password: &str, scope: &str) -> Response {
+        self.post_token(&[
+            ("username", username),
+            ("password", password),
+            ("scope", scope),
+        ])
+        .await
+    }
+
     /// Logs in and returns the access token; panics unless the login succeeds.
     pub async fn token_for(&self, username: &str, password: &str, scope: &str) -> String {
-        let response = self
-            .post_token(&[
-                ("username", username),
-                ("password", password),
-                ("scope", scope),
-            ])
-            .await;
+        let response = self.login_with_scope(username, password, scope).await;
         assert_eq!(response.status(), 200, "login as {username} failed");
         let body: Value = response.json().await.expect("JSON body");
         body["access_token"]
@@ -167,18 +171,17 @@ impl ServerProcess {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_simple-oauth2"))
             .env("DATABASE_URL", format!("sqlite:{}", db_path.display()))
             .env("PORT", "0")
-            .env("RUST_LOG", "info")
             .env("LOGIN_MAX_FAILURES_PER_ADDRESS", "0")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("binary starts");
-        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let (found, address) = std::sync::mpsc::channel();
-        // Reads the address from the start-up line, then keeps draining the log so the
-        // server never blocks on a full pipe.
+        // Reads the address from the start-up line, then keeps draining the output so
+        // the server never blocks on a full pipe.
         std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
+            for line in stdout.lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("serving on ").nth(1) {
                     let address = rest.split(',').next().unwrap_or_default().to_owned();
                     let _ = found.send(address);

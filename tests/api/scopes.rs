@@ -9,15 +9,8 @@ use crate::helpers::{spawn_app, status_and_json};
 async fn requested_scopes_the_user_has_are_granted_and_returned() {
     let app = spawn_app().await;
 
-    let (status, body) = status_and_json(
-        app.post_token(&[
-            ("username", "johndoe"),
-            ("password", "secret"),
-            ("scope", "items me"),
-        ])
-        .await,
-    )
-    .await;
+    let (status, body) =
+        status_and_json(app.login_with_scope("johndoe", "secret", "items me").await).await;
 
     assert_eq!(status, 200);
     assert_eq!(body["scope"], "me items");
@@ -27,15 +20,8 @@ async fn requested_scopes_the_user_has_are_granted_and_returned() {
 async fn scopes_the_user_lacks_are_left_out() {
     let app = spawn_app().await;
 
-    let (status, body) = status_and_json(
-        app.post_token(&[
-            ("username", "alice"),
-            ("password", "secret2"),
-            ("scope", "me items"),
-        ])
-        .await,
-    )
-    .await;
+    let (status, body) =
+        status_and_json(app.login_with_scope("alice", "secret2", "me items").await).await;
 
     assert_eq!(status, 200);
     assert_eq!(body["scope"], "me");
@@ -45,15 +31,8 @@ async fn scopes_the_user_lacks_are_left_out() {
 async fn an_unknown_scope_is_invalid_scope() {
     let app = spawn_app().await;
 
-    let (status, body) = status_and_json(
-        app.post_token(&[
-            ("username", "johndoe"),
-            ("password", "secret"),
-            ("scope", "me admin"),
-        ])
-        .await,
-    )
-    .await;
+    let (status, body) =
+        status_and_json(app.login_with_scope("johndoe", "secret", "me admin").await).await;
 
     assert_eq!(status, 400);
     assert_eq!(body["error"], "invalid_scope");

@@ -165,7 +165,7 @@ impl From<LoginError> for TokenErrorResponse {
                     OAuthError::json(
                         json!("Too many failed login attempts"),
                         "temporarily_unavailable",
-                        format!("Too many failed login attempts; retry in {secs} seconds"),
+                        "Too many failed login attempts; retry after the Retry-After delay",
                     ),
                     secs.max(1),
                 )

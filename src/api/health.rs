@@ -19,10 +19,10 @@ struct Status {
 
 #[derive(ApiResponse)]
 enum HealthResponse {
-    /// The database answers.
+    /// The database can be read and written.
     #[oai(status = 200)]
     Ok(Json<Status>),
-    /// The database does not answer; retry after the given number of seconds.
+    /// The database cannot be read or written; retry after the given number of seconds.
     #[oai(status = 503)]
     Unavailable(Json<Detail>, #[oai(header = "Retry-After")] u64),
 }
@@ -35,7 +35,7 @@ pub struct HealthApi {
 impl HealthApi {
     /// Health check
     ///
-    /// 200 when the database answers a query, 503 when it does not.
+    /// 200 when the database can be read and written, 503 when it cannot.
     #[oai(path = "/health", method = "get", operation_id = "health")]
     async fn health(&self) -> HealthResponse {
         match db::ping(self.auth.db()).await {

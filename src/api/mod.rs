@@ -62,7 +62,7 @@ pub fn app(auth: Arc<Auth>) -> impl Endpoint<Output = Response> {
     let spec = api.spec_endpoint();
     Route::new()
         .nest("/", api)
-        .nest("/docs", docs)
+        .nest("/docs", poem::get(docs))
         .at("/openapi.json", poem::get(spec))
         .around(move |ep, req| around_request(ep, req, allowed.clone()))
 }

@@ -116,3 +116,16 @@ async fn an_unknown_path_is_json_404() {
         assert_eq!(body, json!({"detail": "Not Found"}));
     }
 }
+
+#[tokio::test]
+async fn the_docs_and_the_document_only_answer_get() {
+    let app = spawn_app().await;
+
+    for path in ["/docs", "/openapi.json"] {
+        let response = app.post(path).send().await.unwrap();
+        assert_eq!(response.status(), 405, "{path}");
+        assert_eq!(response.headers()["allow"], "GET");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body, json!({"detail": "Method Not Allowed"}));
+    }
+}

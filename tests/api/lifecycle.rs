@@ -15,11 +15,11 @@ async fn token_rows(app: &TestApp) -> i64 {
 
 #[tokio::test]
 async fn a_token_stops_working_after_its_ttl() {
-    let app = spawn_app_with(|s| s.access_token_ttl = Duration::from_secs(1)).await;
+    let app = spawn_app_with(|s| s.access_token_ttl = Duration::from_secs(2)).await;
     let token = app.token_for("johndoe", "secret", "").await;
     assert_eq!(app.get_with_token("/users/me", &token).await.status(), 200);
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
 
     let (status, body) = status_and_json(app.get_with_token("/users/me", &token).await).await;
     assert_eq!(status, 401);
@@ -95,11 +95,11 @@ async fn revoking_without_a_token_is_an_invalid_request() {
 
 #[tokio::test]
 async fn a_sweep_deletes_expired_and_revoked_tokens_only() {
-    let app = spawn_app_with(|s| s.access_token_ttl = Duration::from_secs(1)).await;
+    let app = spawn_app_with(|s| s.access_token_ttl = Duration::from_secs(2)).await;
     for _ in 0..5 {
         app.token_for("johndoe", "secret", "").await;
     }
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let kept = app.token_for("johndoe", "secret", "").await;
     let revoked = app.token_for("johndoe", "secret", "").await;
     app.revoke(&revoked).await;

@@ -215,6 +215,9 @@ async fn a_full_disk_gives_503_and_the_service_recovers_when_space_returns() {
     let token = app.token_for("johndoe", "secret", "").await;
 
     let filler = disk.fill();
+    let health = app.get("/health").send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    assert!(health.headers().contains_key("retry-after"));
     for _ in 0..3 {
         let response = app.login("johndoe", "secret").await;
         assert_eq!(response.status(), 503);
@@ -226,6 +229,7 @@ async fn a_full_disk_gives_503_and_the_service_recovers_when_space_returns() {
     assert!(status == 200 || status == 503, "/users/me got {status}");
 
     std::fs::remove_file(filler).unwrap();
+    assert_eq!(app.get("/health").send().await.unwrap().status(), 200);
     assert_eq!(app.login("johndoe", "secret").await.status(), 200);
     assert_eq!(app.get_with_token("/users/me", &token).await.status(), 200);
     app.stop().await;

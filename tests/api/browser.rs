@@ -6,7 +6,6 @@
 //! skipped and passes, unless `REQUIRE_BROWSER_TEST=1` (as in CI) makes that a failure.
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -16,7 +15,7 @@ use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, say_skipped, spawn_app};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "chromedriver";
@@ -210,11 +209,9 @@ fn skipped(reason: &str) {
     if std::env::var("REQUIRE_BROWSER_TEST").is_ok_and(|v| v == "1") {
         panic!("the browser test is required but {reason}");
     }
-    // Straight to the terminal: libtest would swallow eprintln! from a passing test.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\nbrowser test skipped: {reason}. To run it: apt-get install chromium chromium-driver, \
-         then cargo test.\n"
+    say_skipped(
+        "browser test",
+        &format!("{reason}. To run it: apt-get install chromium chromium-driver, then cargo test"),
     );
 }
 

@@ -216,3 +216,10 @@ pub async fn status_and_json(response: Response) -> (u16, Value) {
     let body = response.json().await.expect("JSON body");
     (status, body)
 }
+
+/// Tells the person running the tests that one was skipped. Written straight to the
+/// terminal: libtest swallows `eprintln!` from a test that passes.
+pub fn say_skipped(what: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n{what} skipped: {reason}\n");
+}

@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 use reqwest::Client;
 use serde_json::Value;
 
-use crate::helpers::{ServerProcess, spawn_app, spawn_app_at};
+use crate::helpers::{ServerProcess, say_skipped, spawn_app, spawn_app_at};
 
 async fn login(client: &Client, address: &str) -> Result<(u16, Option<String>), reqwest::Error> {
     let response = client
@@ -207,7 +207,10 @@ impl Drop for TinyDisk {
 #[tokio::test]
 async fn a_full_disk_gives_503_and_the_service_recovers_when_space_returns() {
     let Some(disk) = TinyDisk::mount() else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root); run the tests as root");
+        say_skipped(
+            "full-disk test",
+            "cannot mount a tmpfs here; it needs root (CI runs it)",
+        );
         return;
     };
     let holder = tempfile::tempdir().unwrap();

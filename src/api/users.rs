@@ -87,7 +87,10 @@ impl UsersApi {
         method = "get",
         operation_id = "read_own_items"
     )]
-    async fn my_items(&self, token: BearerToken) -> Result<ItemsResponse, AccessErrorResponse> {
+    async fn my_items(
+        &self,
+        #[oai(scope = "Scope::Items")] token: BearerToken,
+    ) -> Result<ItemsResponse, AccessErrorResponse> {
         let user = self.auth.current_user(&token, Some(Scope::Items)).await?;
         Ok(ItemsResponse::Ok(Json(vec![Item {
             item_id: "Foo".into(),

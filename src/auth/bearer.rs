@@ -3,8 +3,8 @@
 
 use poem::{Request, RequestBody, http::header::AUTHORIZATION};
 use poem_openapi::{
-    ApiExtractor, ApiExtractorType, ExtractParamOptions,
-    registry::{MetaOAuthFlow, MetaOAuthFlows, MetaOAuthScope, MetaSecurityScheme, Registry},
+    ApiExtractor, ApiExtractorType, ExtractParamOptions, OAuthScopes,
+    registry::{MetaOAuthFlow, MetaOAuthFlows, MetaSecurityScheme, Registry},
 };
 
 use super::{AccessError, scope::Scope};
@@ -49,13 +49,7 @@ impl<'a> ApiExtractor<'a> for BearerToken {
     type ParamRawType = ();
 
     fn register(registry: &mut Registry) {
-        let scopes = Scope::ALL
-            .iter()
-            .map(|&(scope, description)| MetaOAuthScope {
-                name: scope.name(),
-                description: Some(description),
-            })
-            .collect();
+        let scopes = <Scope as OAuthScopes>::meta();
         registry.create_security_scheme(
             SCHEME_NAME,
             MetaSecurityScheme {

@@ -41,6 +41,26 @@ impl Scope {
     }
 }
 
+/// Lets an operation declare the scopes it needs in the OpenAPI document:
+/// `#[oai(scope = "Scope::Items")] token: BearerToken`.
+impl poem_openapi::OAuthScopes for Scope {
+    fn meta() -> Vec<poem_openapi::registry::MetaOAuthScope> {
+        Scope::ALL
+            .iter()
+            .map(
+                |&(scope, description)| poem_openapi::registry::MetaOAuthScope {
+                    name: scope.name(),
+                    description: Some(description),
+                },
+            )
+            .collect()
+    }
+
+    fn name(&self) -> &'static str {
+        Scope::name(*self)
+    }
+}
+
 /// A name that is not one of [`Scope::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown scope {0:?}")]

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Load benchmark of simple-oauth2: builds the release binary, runs it on a fresh
-temporary database, measures it with wrk over loopback, and prints a Markdown table.
+temporary database, measures it with wrk over loopback, prints a Markdown table, and
+writes it with the raw numbers (JSON) and a chart (SVG) beside --out.
 
 Usage: python3 bench/run.py [--rounds 3] [--seconds 5] [--out bench/results.json]
+       python3 bench/run.py --report-only     (the table and chart of the last run)
 
 Needs wrk (Debian: apt-get install wrk). Throttling is switched off through its settings,
 and request logging is turned down, for the duration of the run. Every number is the
@@ -180,12 +182,77 @@ def median_of(rounds, *path):
     return statistics.median(values) if values else None
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
-    args = parser.parse_args()
+def chart_svg(summary):
+    """Two bar groups: requests/s and p99 per load, as a small self-contained SVG."""
+    rows = [
+        ("/users/me, 16 conn", "me_c16"),
+        ("/users/me, 64 conn", "me_c64"),
+        ("/users/me, 256 conn", "me_c256"),
+        ("/users/me, idle (16)", "me_idle_c16"),
+        ("/users/me, login flood (16)", "me_during_flood_c16"),
+    ]
+    med = summary["median"]
+    width, bar_h, gap, left, top = 760, 18, 8, 210, 40
+    max_rps = max(med[k]["rps"] for _, k in rows)
+    max_p99 = max(med[k]["p99_ms"] for _, k in rows)
+    half = (width - left - 40) // 2
+    height = top + len(rows) * (bar_h + gap) + 20
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{left}" y="20" font-weight="bold">requests/s</text>',
+        f'<text x="{left + half + 20}" y="20" font-weight="bold">p99 latency (ms)</text>',
+    ]
+    for i, (label, key) in enumerate(rows):
+        y = top + i * (bar_h + gap)
+        rps, p99 = med[key]["rps"], med[key]["p99_ms"]
+        w1 = max(1, int(half * rps / max_rps))
+        w2 = max(1, int(half * p99 / max_p99))
+        out += [
+            f'<text x="{left - 8}" y="{y + 13}" text-anchor="end">{label}</text>',
+            f'<rect x="{left}" y="{y}" width="{w1}" height="{bar_h}" fill="#4990e2"/>',
+            f'<text x="{left + 4}" y="{y + 13}" fill="white">{rps:,.0f}</text>',
+            f'<rect x="{left + half + 20}" y="{y}" width="{w2}" height="{bar_h}" fill="#e27c49"/>',
+            f'<text x="{left + half + 24}" y="{y + 13}">{p99:.2f}</text>',
+        ]
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def report(summary):
+    med = summary["median"]
+
+    def row(name, key):
+        r = med[key]
+        return f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']:.0f} |"
+
+    peak = summary["flood_peak_rss_mib"]
+    return "\n".join([
+        f"Medians of {summary['rounds']} rounds, {summary['seconds_per_point']} s per point, "
+        f"wrk -t2 on the same {summary['machine']['cpus']}-core machine over loopback.",
+        "",
+        "| load | requests/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|",
+        row("GET /users/me, 16 connections", "me_c16"),
+        row("GET /users/me, 64 connections", "me_c64"),
+        row("GET /users/me, 256 connections", "me_c256"),
+        row("POST /token, 16 connections", "token_c16"),
+        row("GET /users/me, 16 connections, idle", "me_idle_c16"),
+        row("GET /users/me, 16 connections, during a 32-connection login flood", "me_during_flood_c16"),
+        row("POST /token, 32-connection login flood", "login_flood_c32"),
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| /users/me p99 during the flood / idle | {summary['flood_p99_ratio']:.2f}x |",
+        f"| resident memory, idle | {summary['idle_rss_mib']:.1f} MiB |",
+        "| resident memory, peak during the login flood | "
+        + (f"{peak:.1f} MiB |" if peak else "n/a |"),
+        f"| launch to first answer, existing database | {summary['launch_to_first_answer_ms']:.0f} ms |",
+    ])
+
+
+def measure(args):
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
@@ -218,37 +285,32 @@ def main():
     med = summary["median"]
     idle, flood = med["me_idle_c16"]["p99_ms"], med["me_during_flood_c16"]["p99_ms"]
     summary["flood_p99_ratio"] = flood / idle if idle and flood else None
-    with open(args.out, "w") as f:
-        json.dump(summary, f, indent=2)
+    return summary
 
-    def row(name, key):
-        r = med[key]
-        return f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']:.0f} |"
 
-    lines = [
-        f"Medians of {args.rounds} rounds, {args.seconds} s per point, wrk -t2 on the same "
-        f"{os.cpu_count()}-core machine over loopback.",
-        "",
-        "| load | requests/s | p50 ms | p99 ms | errors |",
-        "|---|---:|---:|---:|---:|",
-        row("GET /users/me, 16 connections", "me_c16"),
-        row("GET /users/me, 64 connections", "me_c64"),
-        row("GET /users/me, 256 connections", "me_c256"),
-        row("POST /token, 16 connections", "token_c16"),
-        row("GET /users/me, 16 connections, idle", "me_idle_c16"),
-        row("GET /users/me, 16 connections, during a 32-connection login flood", "me_during_flood_c16"),
-        row("POST /token, 32-connection login flood", "login_flood_c32"),
-        "",
-        "| measure | value |",
-        "|---|---:|",
-        f"| /users/me p99 during the flood / idle | {summary['flood_p99_ratio']:.2f}x |",
-        f"| resident memory, idle | {summary['idle_rss_mib']:.1f} MiB |",
-        "| resident memory, peak during the login flood | "
-        + (f"{summary['flood_peak_rss_mib']:.1f} MiB |" if summary["flood_peak_rss_mib"] else "n/a |"),
-        f"| launch to first answer, existing database | {summary['launch_to_first_answer_ms']:.0f} ms |",
-    ]
-    print("\n".join(lines))
-    print(f"\nJSON: {os.path.relpath(args.out)}", file=sys.stderr)
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: print the table and chart of --out again")
+    args = parser.parse_args()
+    if args.report_only:
+        with open(args.out) as f:
+            summary = json.load(f)
+    else:
+        summary = measure(args)
+        with open(args.out, "w") as f:
+            json.dump(summary, f, indent=2)
+    table = report(summary)
+    base = os.path.splitext(args.out)[0]
+    with open(base + ".md", "w") as f:
+        f.write(table + "\n")
+    with open(base + ".svg", "w") as f:
+        f.write(chart_svg(summary))
+    print(table)
+    print(f"\nwritten: {os.path.relpath(base)}.{{json,md,svg}}", file=sys.stderr)
 
 
 if __name__ == "__main__":

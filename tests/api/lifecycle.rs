@@ -33,6 +33,7 @@ async fn a_token_stops_working_after_its_ttl() {
 async fn a_revoked_token_is_dead_on_every_route() {
     let app = spawn_app().await;
     let token = app.token_for("johndoe", "secret", "me items").await;
+    assert_eq!(app.get_with_token("/users/me", &token).await.status(), 200);
 
     let (status, body) = status_and_json(app.revoke(&token).await).await;
     assert_eq!(status, 200);

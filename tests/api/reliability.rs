@@ -144,7 +144,7 @@ async fn sigterm_lets_accepted_requests_finish_then_exits_0() {
     let in_flight =
         tokio::spawn(async move { join_all((0..16).map(|_| login(&client, &address))).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    server.signal("TERM");
+    server.signal(libc::SIGTERM);
 
     for result in in_flight.await.unwrap() {
         assert_eq!(result.expect("an accepted request is answered").0, 200);

@@ -125,10 +125,6 @@ async fn the_docs_and_the_document_only_answer_get() {
     let app = spawn_app().await;
 
     for path in ["/docs", "/openapi.json"] {
-        let response = app.post(path).send().await.unwrap();
-        assert_eq!(response.status(), 405, "{path}");
-        assert_eq!(response.headers()["allow"], "GET");
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body, json!({"detail": "Method Not Allowed"}));
+        app.assert_method_not_allowed("POST", path, "GET").await;
     }
 }

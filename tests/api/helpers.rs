@@ -119,6 +119,20 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// Checks that `method path` gets the contract's 405, naming `allow`.
+    pub async fn assert_method_not_allowed(&self, method: &str, path: &str, allow: &str) {
+        let response = self
+            .client
+            .request(method.parse().unwrap(), self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        let body: Value = response.json().await.expect("JSON body");
+        assert_eq!(body, serde_json::json!({"detail": "Method Not Allowed"}));
+    }
+
     pub async fn revoke(&self, token: &str) -> Response {
         self.post("/token/revoke")
             .form(&[("token", token)])

@@ -232,15 +232,11 @@ async fn other_methods_are_not_allowed() {
     let app = spawn_app().await;
 
     for method in ["GET", "PUT", "DELETE", "PATCH"] {
-        let response = app
-            .client
-            .request(method.parse().unwrap(), app.url("/token"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 405, "{method}");
-        assert_eq!(response.headers()["allow"], "POST");
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body, json!({"detail": "Method Not Allowed"}));
+        app.assert_method_not_allowed(method, "/token", "POST")
+            .await;
+    }
+    for method in ["GET", "PUT"] {
+        app.assert_method_not_allowed(method, "/token/revoke", "POST")
+            .await;
     }
 }

@@ -237,3 +237,31 @@ async fn a_full_disk_gives_503_and_the_service_recovers_when_space_returns() {
     assert_eq!(app.get_with_token("/users/me", &token).await.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_read_only_database_gives_503_for_writes_and_keeps_serving_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("ro.db");
+    let writable = spawn_app_at(tempfile::tempdir().unwrap(), db_path.clone(), |_| {}).await;
+    let token = writable.token_for("johndoe", "secret", "").await;
+    writable.stop().await;
+
+    // The same file, opened read-only, as after a remount or a change of permissions.
+    let read_only_url = format!("sqlite:{}?mode=ro", db_path.display());
+    let app = spawn_app_at(tempfile::tempdir().unwrap(), db_path, |s| {
+        s.database.database_url = read_only_url;
+    })
+    .await;
+
+    for response in [
+        app.get("/health").send().await.unwrap(),
+        app.login("johndoe", "secret").await,
+        app.revoke(&token).await,
+    ] {
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+        let body: Value = response.json().await.unwrap();
+        assert!(body["detail"].is_string());
+    }
+    assert_eq!(app.get_with_token("/users/me", &token).await.status(), 200);
+}

@@ -57,14 +57,10 @@ fn create_private_file(options: &SqliteConnectOptions) -> std::io::Result<()> {
 /// Fails unless the database can be read and written: a full disk, a read-only file or
 /// an I/O error shows here, not only at the next login.
 pub async fn ping(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
     sqlx::query(
-        "insert into health_probe (id, checked_at) values (1, ?)
+        "insert into health_probe (id, checked_at) values (1, unixepoch())
          on conflict (id) do update set checked_at = excluded.checked_at",
     )
-    .bind(now)
     .execute(pool)
     .await?;
     Ok(())

@@ -15,7 +15,7 @@ use super::token::{LiveToken, TokenDigest};
 use crate::db::CommitWatch;
 
 /// How long a database answer about a token is reused.
-pub const FRESHNESS: Duration = Duration::from_secs(1);
+const FRESHNESS: Duration = Duration::from_secs(1);
 
 /// At most this many tokens are remembered, so memory stays bounded however many clients
 /// there are.
@@ -24,6 +24,12 @@ const CAPACITY: usize = 10_000;
 struct Entry {
     token: Arc<LiveToken>,
     checked: Instant,
+}
+
+impl Entry {
+    fn is_fresh(&self) -> bool {
+        self.checked.elapsed() < FRESHNESS
+    }
 }
 
 pub struct TokenCache {
@@ -53,14 +59,13 @@ impl TokenCache {
             return None;
         }
         let entry = entries.get(digest)?;
-        (entry.checked.elapsed() < FRESHNESS && entry.token.expires_at > now_millis)
-            .then(|| entry.token.clone())
+        (entry.is_fresh() && entry.token.expires_at > now_millis).then(|| entry.token.clone())
     }
 
     pub fn insert(&self, digest: TokenDigest, token: Arc<LiveToken>) {
         let mut entries = self.lock();
         if entries.len() >= CAPACITY {
-            entries.retain(|_, e| e.checked.elapsed() < FRESHNESS);
+            entries.retain(|_, e| e.is_fresh());
             if entries.len() >= CAPACITY {
                 entries.clear();
             }
@@ -80,6 +85,6 @@ impl TokenCache {
 
     /// Forgets entries too old to be used.
     pub fn prune(&self) {
-        self.lock().retain(|_, e| e.checked.elapsed() < FRESHNESS);
+        self.lock().retain(|_, e| e.is_fresh());
     }
 }

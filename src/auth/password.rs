@@ -73,7 +73,6 @@ fn is_weaker_than_default(phc: &PasswordHash) -> bool {
 
 /// Runs argon2 on blocking threads, at most one job per core at a time: each job holds
 /// about 19 MiB, so a login flood queues here instead of exhausting memory and CPU.
-#[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
     jobs: Arc<AtomicU64>,

@@ -43,15 +43,19 @@ impl<K: Eq + Hash + Clone> Counter<K> {
         self.windows.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// How long `key` must wait, if it has used up its failures.
+    fn is_open(&self, window: &Window, now: Instant) -> bool {
+        now.duration_since(window.started) < self.window
+    }
+
+    /// How long `key` must wait, if it has reached the limit of failures.
     fn retry_after(&self, key: &K, now: Instant) -> Option<Duration> {
         if self.max == 0 {
             return None;
         }
         let windows = self.lock();
         let window = windows.get(key)?;
-        let elapsed = now.duration_since(window.started);
-        (elapsed < self.window && window.failures >= self.max).then(|| self.window - elapsed)
+        (self.is_open(window, now) && window.failures >= self.max)
+            .then(|| self.window - now.duration_since(window.started))
     }
 
     fn count(&self, key: &K, now: Instant) {
@@ -60,7 +64,7 @@ impl<K: Eq + Hash + Clone> Counter<K> {
         }
         let mut windows = self.lock();
         if windows.len() >= MAX_TRACKED && !windows.contains_key(key) {
-            windows.retain(|_, w| now.duration_since(w.started) < self.window);
+            windows.retain(|_, w| self.is_open(w, now));
             if windows.len() >= MAX_TRACKED {
                 return;
             }
@@ -69,7 +73,7 @@ impl<K: Eq + Hash + Clone> Counter<K> {
             failures: 0,
             started: now,
         });
-        if now.duration_since(window.started) >= self.window {
+        if !self.is_open(window, now) {
             *window = Window {
                 failures: 0,
                 started: now,
@@ -83,8 +87,7 @@ impl<K: Eq + Hash + Clone> Counter<K> {
     }
 
     fn prune(&self, now: Instant) {
-        self.lock()
-            .retain(|_, w| now.duration_since(w.started) < self.window);
+        self.lock().retain(|_, w| self.is_open(w, now));
     }
 }
 

@@ -11,14 +11,10 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::SqlitePool;
 
 use crate::{
-    auth::{
-        MAX_PASSWORD_LEN, MAX_USERNAME_LEN,
-        password::hash_password,
-        scope::{Scope, Scopes, UnknownScope},
-        token,
-    },
+    auth::{MAX_PASSWORD_LEN, MAX_USERNAME_LEN, password::hash_password, token},
     config::{DatabaseSettings, Settings},
     db,
+    scope::{Scope, Scopes, UnknownScope},
     server::{self, Server},
     users::{self, NewUser, User},
 };

@@ -1,14 +1,15 @@
 //! The SQLite database: connection options, the pool, and the embedded migrations.
 
+use log::LevelFilter;
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     str::FromStr,
     sync::{Mutex, PoisonError},
     time::{Duration, SystemTime},
 };
 
 use sqlx::{
-    SqlitePool,
+    ConnectOptions, Connection, SqlitePool,
     migrate::Migrator,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
@@ -26,15 +27,32 @@ pub async fn connect(url: &str) -> Result<SqlitePool, sqlx::Error> {
         // last commits.
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // Queries bind their values, so their text holds no secret; it is still only
+        // worth a line when one is slow.
+        .log_statements(LevelFilter::Off);
     create_private_file(&options)?;
+    make_private(options.get_filename());
+    // The pool first: an in-memory database lives only while a connection holds it.
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
+        .connect_with(options.clone())
         .await?;
-    MIGRATOR.run(&pool).await?;
+    migrate(&options).await?;
     Ok(pool)
+}
+
+/// Applies the migrations on a connection of their own that logs no SQL at all, not even
+/// a slow statement: the seed migration carries password hashes.
+async fn migrate(options: &SqliteConnectOptions) -> Result<(), sqlx::Error> {
+    let mut connection = options
+        .clone()
+        .log_slow_statements(LevelFilter::Off, Duration::MAX)
+        .connect()
+        .await?;
+    MIGRATOR.run(&mut connection).await?;
+    connection.close().await
 }
 
 /// SQLite gives the -wal and -shm files the permissions of the database file, so creating
@@ -51,6 +69,39 @@ fn create_private_file(options: &SqliteConnectOptions) -> std::io::Result<()> {
     match file.open(path) {
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         other => other.map(drop),
+    }
+}
+
+/// A database file that other users can read (made by hand, copied, restored from a
+/// backup) would hand them every password hash: take those rights away, and say so.
+fn make_private(path: &Path) {
+    #[cfg(unix)]
+    for suffix in ["", "-wal", "-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = PathBuf::from(file);
+        let Ok(metadata) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700)) {
+            Ok(()) => tracing::warn!(
+                file = %file.display(),
+                was = format_args!("{mode:o}"),
+                now = format_args!("{:o}", mode & 0o700),
+                "the database file was readable by other users; tightened its permissions"
+            ),
+            Err(err) => tracing::warn!(
+                file = %file.display(),
+                mode = format_args!("{mode:o}"),
+                error = %err,
+                "the database file is readable by other users and could not be tightened"
+            ),
+        }
     }
 }
 

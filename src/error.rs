@@ -7,7 +7,10 @@ use poem::{IntoResponse, Response, http::StatusCode};
 use poem_openapi::{ApiResponse, Object, payload::Json, types::Example};
 use serde_json::json;
 
-use crate::auth::{AccessError, FieldError, FieldErrorKind, LoginError, scope::Scope};
+use crate::{
+    auth::{AccessError, FieldError, FieldErrorKind, LoginError},
+    scope::Scope,
+};
 
 /// How long a client should wait before retrying when the database does not answer.
 pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
@@ -68,6 +71,9 @@ pub enum TokenErrorResponse {
     /// password).
     #[oai(status = 400)]
     BadRequest(Json<OAuthError>),
+    /// The request body did not arrive in time.
+    #[oai(status = 408)]
+    RequestTimeout(Json<OAuthError>),
     /// The request body is over the size limit.
     #[oai(status = 413)]
     PayloadTooLarge(Json<OAuthError>),
@@ -83,9 +89,13 @@ pub enum TokenErrorResponse {
 /// How the routes that need a bearer token fail.
 #[derive(ApiResponse, Debug)]
 pub enum AccessErrorResponse {
-    /// The token belongs to a disabled user: `Inactive user`.
+    /// The token belongs to a disabled user (`Inactive user`), or the request carries
+    /// more than one `Authorization` header (`invalid_request` challenge).
     #[oai(status = 400)]
-    InactiveUser(Json<Detail>),
+    BadRequest(
+        Json<Detail>,
+        #[oai(header = "WWW-Authenticate")] Option<String>,
+    ),
     /// No bearer token (`Not authenticated`), or one that is unknown, malformed, expired
     /// or revoked (`Invalid authentication credentials`).
     #[oai(status = 401)]
@@ -202,7 +212,11 @@ impl From<AccessError> for AccessErrorResponse {
                     scope.name()
                 ),
             ),
-            AccessError::InactiveUser => Self::InactiveUser(Detail::json("Inactive user")),
+            AccessError::InvalidRequest => Self::BadRequest(
+                Detail::json("Only one Authorization header is allowed"),
+                Some(r#"Bearer error="invalid_request""#.into()),
+            ),
+            AccessError::InactiveUser => Self::BadRequest(Detail::json("Inactive user"), None),
             AccessError::Unavailable(err) => {
                 tracing::error!(error = %err, "database error on a protected route");
                 Self::Unavailable(
@@ -221,6 +235,16 @@ pub fn payload_too_large(limit: usize) -> Response {
         json!("Request body too large"),
         "invalid_request",
         format!("The request body must be at most {limit} bytes"),
+    ))
+    .into_response()
+}
+
+/// The 408 answer for a body that did not arrive in time.
+pub fn body_timeout() -> Response {
+    TokenErrorResponse::RequestTimeout(OAuthError::json(
+        json!("Request body not received in time"),
+        "invalid_request",
+        "The request body did not arrive in time",
     ))
     .into_response()
 }

@@ -2,9 +2,9 @@
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use tokio::net::TcpListener;
 
-use crate::{api, auth::Auth, config::Settings, db};
+use crate::{api, auth::Auth, config::Settings, connections, db};
 
 /// How long requests in flight may take to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -19,9 +19,10 @@ pub enum StartError {
 
 /// A service with its database open and migrated and its port bound, ready to run.
 pub struct Server {
-    acceptor: TcpAcceptor,
+    listener: TcpListener,
     auth: Arc<Auth>,
     local_addr: SocketAddr,
+    max_connections: usize,
 }
 
 impl Server {
@@ -33,19 +34,15 @@ impl Server {
             address: address.clone(),
             source,
         };
-        let acceptor = TcpListener::bind((settings.host.as_str(), settings.port))
-            .into_acceptor()
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .await
             .map_err(listen_error)?;
-        let local_addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|addr| addr.as_socket_addr().copied())
-            .ok_or_else(|| listen_error(io::Error::other("no local address")))?;
+        let local_addr = listener.local_addr().map_err(listen_error)?;
         Ok(Self {
-            acceptor,
+            listener,
             auth,
             local_addr,
+            max_connections: connections::connection_limit(),
         })
     }
 
@@ -62,9 +59,14 @@ impl Server {
     /// requests in flight finish (up to a grace period).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
         let housekeeping = tokio::spawn(housekeeping(self.auth.clone()));
-        let result = poem::Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(api::app(self.auth.clone()), shutdown, Some(SHUTDOWN_GRACE))
-            .await;
+        let result = connections::serve(
+            self.listener,
+            api::app(self.auth.clone()),
+            self.max_connections,
+            shutdown,
+            SHUTDOWN_GRACE,
+        )
+        .await;
         housekeeping.abort();
         self.auth.db().close().await;
         result

@@ -2,7 +2,7 @@
 
 use sqlx::{FromRow, SqliteExecutor};
 
-use crate::auth::scope::Scopes;
+use crate::scope::Scopes;
 
 /// A user as the service sees it. The password hash is kept apart (see [`find_credentials`])
 /// so that it cannot end up in a response by accident.

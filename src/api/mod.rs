@@ -1,17 +1,25 @@
 //! The HTTP API: the operations, the docs, and what wraps every request (body limit,
 //! JSON for framework errors, access log).
 
+mod bearer;
+mod docs;
 mod form;
 mod health;
 mod token;
 mod users;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use poem::{
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
     error::ReadBodyError,
-    http::header::{CONTENT_LENGTH, TRANSFER_ENCODING},
+    http::{
+        HeaderValue,
+        header::{CONTENT_LENGTH, X_CONTENT_TYPE_OPTIONS},
+    },
 };
 use poem_openapi::{OpenApiService, Tags};
 
@@ -23,6 +31,9 @@ use crate::{
 /// Request bodies larger than this are refused with 413 before they are read in full:
 /// a login form is a few hundred bytes (a 1024-byte password percent-encodes to 3 KiB).
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
+
+/// A client that has sent a request's headers gets this long to send its body.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 const DESCRIPTION: &str = "FastAPI's \"Simple OAuth2 with Password and Bearer\" in Rust, \
 made secure: argon2id password hashes, random opaque tokens stored only as SHA-256 \
@@ -58,11 +69,11 @@ pub fn app(auth: Arc<Auth>) -> impl Endpoint<Output = Response> {
             .with("/docs/oauth-receiver.html", "GET")
             .with("/openapi.json", "GET"),
     );
-    let docs = api.swagger_ui();
+    let docs = docs::routes(api.swagger_ui_html(), api.swagger_ui());
     let spec = api.spec_endpoint();
     Route::new()
         .nest("/", api)
-        .nest("/docs", poem::get(docs))
+        .nest("/docs", docs)
         .at("/openapi.json", poem::get(spec))
         .around(move |ep, req| around_request(ep, req, allowed.clone()))
 }
@@ -76,13 +87,16 @@ async fn around_request<E: Endpoint>(
     let method = req.method().clone();
     // The path only: a query string could carry a token.
     let path = req.uri().path().to_owned();
-    let response = match limit_body(req).await {
+    let mut response = match limit_body(req).await {
         Ok(req) => match ep.call(req).await {
             Ok(output) => output.into_response(),
             Err(err) => error::framework_error(err, &path, &allowed),
         },
         Err(response) => response,
     };
+    response
+        .headers_mut()
+        .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     tracing::info!(
         %method,
         path,
@@ -94,26 +108,32 @@ async fn around_request<E: Endpoint>(
 }
 
 /// Buffers the body up to [`MAX_BODY_BYTES`], or answers 413: at once when
-/// `Content-Length` says it is too large, after that many bytes when it is chunked.
+/// `Content-Length` says it is too large, after that many bytes otherwise (chunked, or an
+/// HTTP/2 stream that declares no length). A body that has not arrived in full within
+/// [`BODY_READ_TIMEOUT`] gets 408.
 async fn limit_body(mut req: Request) -> Result<Request, Response> {
-    let headers = req.headers();
-    if !headers.contains_key(CONTENT_LENGTH) && !headers.contains_key(TRANSFER_ENCODING) {
-        return Ok(req);
-    }
-    let declared = headers
+    let declared = req
+        .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return Err(error::payload_too_large(MAX_BODY_BYTES));
     }
-    match req.take_body().into_bytes_limit(MAX_BODY_BYTES).await {
-        Ok(bytes) => {
+    let body = req.take_body();
+    if body.is_empty() {
+        req.set_body(body);
+        return Ok(req);
+    }
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, body.into_bytes_limit(MAX_BODY_BYTES));
+    match read.await {
+        Ok(Ok(bytes)) => {
             req.set_body(bytes);
             Ok(req)
         }
-        Err(ReadBodyError::PayloadTooLarge) => Err(error::payload_too_large(MAX_BODY_BYTES)),
-        Err(err) => Err(error::framework_error(
+        Ok(Err(ReadBodyError::PayloadTooLarge)) => Err(error::payload_too_large(MAX_BODY_BYTES)),
+        Err(_) => Err(error::body_timeout()),
+        Ok(Err(err)) => Err(error::framework_error(
             err.into(),
             req.uri().path(),
             &AllowedMethods::default(),

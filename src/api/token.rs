@@ -12,8 +12,9 @@ use secrecy::SecretString;
 
 use super::{ApiTags, form::UrlEncoded};
 use crate::{
-    auth::{Auth, IssuedToken, LoginError, LoginRequest, scope::Scopes},
+    auth::{Auth, IssuedToken, LoginError, LoginRequest},
     error::TokenErrorResponse,
+    scope::Scopes,
 };
 
 /// The password-grant form, as FastAPI's `OAuth2PasswordRequestForm`.

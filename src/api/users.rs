@@ -6,9 +6,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json, types::Example};
 
 use super::ApiTags;
 use crate::{
-    auth::{Auth, bearer::BearerToken, scope::Scope},
-    error::AccessErrorResponse,
-    users::User,
+    api::bearer::BearerToken, auth::Auth, error::AccessErrorResponse, scope::Scope, users::User,
 };
 
 /// A user as clients see it: never the password hash.
@@ -75,7 +73,7 @@ impl UsersApi {
     /// Needs a live bearer token of an active user; no scope.
     #[oai(path = "/users/me", method = "get", operation_id = "read_users_me")]
     async fn me(&self, token: BearerToken) -> Result<MeResponse, AccessErrorResponse> {
-        let user = self.auth.current_user(&token, None).await?;
+        let user = self.auth.current_user(token.as_str(), None).await?;
         Ok(MeResponse::Ok(Json(user.into())))
     }
 
@@ -91,7 +89,10 @@ impl UsersApi {
         &self,
         #[oai(scope = "Scope::Items")] token: BearerToken,
     ) -> Result<ItemsResponse, AccessErrorResponse> {
-        let user = self.auth.current_user(&token, Some(Scope::Items)).await?;
+        let user = self
+            .auth
+            .current_user(token.as_str(), Some(Scope::Items))
+            .await?;
         Ok(ItemsResponse::Ok(Json(vec![Item {
             item_id: "Foo".into(),
             owner: user.username,

@@ -1,9 +1,7 @@
 //! Authentication: logging in with a password, and turning a bearer token into a user.
 
-pub mod bearer;
 mod cache;
 pub mod password;
-pub mod scope;
 pub mod throttle;
 pub mod token;
 
@@ -17,14 +15,17 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::SqlitePool;
 
 use self::{
-    bearer::BearerToken,
     cache::TokenCache,
     password::{Hasher, Verdict},
-    scope::{Scope, Scopes, UnknownScope},
     throttle::LoginThrottle,
     token::{NewToken, TokenDigest},
 };
-use crate::{config::Settings, db::CommitWatch, users};
+use crate::{
+    config::Settings,
+    db::CommitWatch,
+    scope::{Scope, Scopes, UnknownScope},
+    users,
+};
 
 /// Longer usernames and passwords are refused without hashing them.
 pub const MAX_USERNAME_LEN: usize = 128;
@@ -67,6 +68,8 @@ pub enum LoginError {
 pub enum AccessError {
     #[error("no bearer token")]
     NotAuthenticated,
+    #[error("more than one Authorization header")]
+    InvalidRequest,
     #[error("invalid token")]
     InvalidToken,
     #[error("the token lacks the {0:?} scope")]
@@ -193,10 +196,9 @@ impl Auth {
     /// user still has.
     pub async fn current_user(
         &self,
-        token: &BearerToken,
+        token: &str,
         required: Option<Scope>,
     ) -> Result<users::User, AccessError> {
-        let token = token.as_str();
         if !token::is_well_formed(token) {
             return Err(AccessError::InvalidToken);
         }

@@ -39,19 +39,30 @@ pub fn hash_password(password: &SecretString) -> String {
         .to_string()
 }
 
-/// Checks `password` against a stored PHC string, or against the dummy when there is none.
+/// Checks `password` against a stored PHC string. With no stored hash, or one that does
+/// not parse, the dummy is checked instead, for the same work, and nothing can match:
+/// whoever knew the dummy's plain text must not log in as a user whose hash is corrupt.
 fn verify_password(password: &SecretString, stored: Option<&str>) -> Verdict {
-    let phc = match PasswordHash::new(stored.unwrap_or(DUMMY_HASH)) {
-        Ok(phc) => phc,
-        Err(_) => {
-            tracing::warn!("a stored password hash is not a valid PHC string");
-            PasswordHash::new(DUMMY_HASH).expect("the dummy hash is a valid PHC string")
+    verify_or_waste_time(password, stored, DUMMY_HASH)
+}
+
+fn verify_or_waste_time(password: &SecretString, stored: Option<&str>, dummy: &str) -> Verdict {
+    let parsed = stored.and_then(|stored| {
+        let parsed = PasswordHash::new(stored).ok();
+        if parsed.is_none() {
+            tracing::warn!("a stored password hash is not a valid PHC string; the login fails");
         }
+        parsed
+    });
+    let Some(phc) = parsed else {
+        let dummy = PasswordHash::new(dummy).expect("the dummy hash is a valid PHC string");
+        let _ = Argon2::default().verify_password(password.expose_secret().as_bytes(), &dummy);
+        return Verdict::Mismatch;
     };
     let matches = Argon2::default()
         .verify_password(password.expose_secret().as_bytes(), &phc)
         .is_ok();
-    if !matches || stored.is_none() {
+    if !matches {
         return Verdict::Mismatch;
     }
     let rehashed = is_weaker_than_default(&phc).then(|| hash_password(password));
@@ -200,5 +211,16 @@ mod tests {
             verify_password(&secret("x"), Some("not a hash")),
             Verdict::Mismatch
         ));
+    }
+
+    #[test]
+    fn the_dummys_password_does_not_open_an_account_whose_hash_is_corrupt() {
+        let dummy = hash_password(&secret("known to an attacker"));
+        for corrupt in ["$argon2id$v=19$m=19456,t=2,p=1$broken", "not a hash"] {
+            assert!(matches!(
+                verify_or_waste_time(&secret("known to an attacker"), Some(corrupt), &dummy),
+                Verdict::Mismatch
+            ));
+        }
     }
 }

@@ -6,8 +6,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 use sqlx::{FromRow, SqliteExecutor};
 
-use super::scope::Scopes;
-use crate::users::User;
+use crate::{scope::Scopes, users::User};
 
 /// 32 random bytes, base64url without padding.
 const TOKEN_BYTES: usize = 32;

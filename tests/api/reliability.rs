@@ -147,7 +147,13 @@ async fn sigterm_lets_accepted_requests_finish_then_exits_0() {
     server.signal(libc::SIGTERM);
 
     for result in in_flight.await.unwrap() {
-        assert_eq!(result.expect("an accepted request is answered").0, 200);
+        assert_eq!(
+            result
+                .map_err(|e| format!("{e:?}"))
+                .expect("an accepted request is answered")
+                .0,
+            200
+        );
     }
     let status = tokio::task::spawn_blocking(move || {
         let status = server.child.wait();

@@ -4,11 +4,10 @@
 use poem::{Request, RequestBody, http::header::AUTHORIZATION};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ExtractParamOptions, OAuthScopes,
-    registry::{MetaOAuthFlow, MetaOAuthFlows, MetaSecurityScheme, Registry},
+    registry::{MetaOAuthFlow, MetaOAuthFlows, MetaOAuthScope, MetaSecurityScheme, Registry},
 };
 
-use super::{AccessError, scope::Scope};
-use crate::error::AccessErrorResponse;
+use crate::{auth::AccessError, error::AccessErrorResponse, scope::Scope};
 
 /// The scheme's name in the OpenAPI document, as in FastAPI's tutorial.
 const SCHEME_NAME: &str = "OAuth2PasswordBearer";
@@ -19,6 +18,17 @@ pub struct BearerToken(String);
 impl BearerToken {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Reads the request's `Authorization` headers. More than one is refused: a proxy
+    /// that reads the last would disagree with us about who is calling.
+    fn from_headers(req: &Request) -> Result<Self, AccessError> {
+        let mut values = req.headers().get_all(AUTHORIZATION).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(AccessError::InvalidRequest);
+        }
+        Self::from_header(first.map(|v| v.as_bytes()))
     }
 
     /// Reads the header: the scheme is case-insensitive and spaces before the token are
@@ -49,7 +59,7 @@ impl<'a> ApiExtractor<'a> for BearerToken {
     type ParamRawType = ();
 
     fn register(registry: &mut Registry) {
-        let scopes = <Scope as OAuthScopes>::meta();
+        let scopes = Scope::meta();
         registry.create_security_scheme(
             SCHEME_NAME,
             MetaSecurityScheme {
@@ -87,8 +97,25 @@ impl<'a> ApiExtractor<'a> for BearerToken {
         _body: &mut RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-        Self::from_header(header).map_err(|err| AccessErrorResponse::from(err).into())
+        Self::from_headers(req).map_err(|err| AccessErrorResponse::from(err).into())
+    }
+}
+
+/// Lets an operation declare the scopes it needs in the OpenAPI document:
+/// `#[oai(scope = "Scope::Items")] token: BearerToken`.
+impl OAuthScopes for Scope {
+    fn meta() -> Vec<MetaOAuthScope> {
+        Scope::ALL
+            .iter()
+            .map(|&(scope, description)| MetaOAuthScope {
+                name: scope.name(),
+                description: Some(description),
+            })
+            .collect()
+    }
+
+    fn name(&self) -> &'static str {
+        Scope::name(*self)
     }
 }
 

@@ -33,31 +33,11 @@ impl Scope {
         names.join(" ")
     }
 
-    fn from_name(name: &str) -> Option<Scope> {
+    pub fn from_name(name: &str) -> Option<Scope> {
         Scope::ALL
             .iter()
             .map(|&(scope, _)| scope)
             .find(|scope| scope.name() == name)
-    }
-}
-
-/// Lets an operation declare the scopes it needs in the OpenAPI document:
-/// `#[oai(scope = "Scope::Items")] token: BearerToken`.
-impl poem_openapi::OAuthScopes for Scope {
-    fn meta() -> Vec<poem_openapi::registry::MetaOAuthScope> {
-        Scope::ALL
-            .iter()
-            .map(
-                |&(scope, description)| poem_openapi::registry::MetaOAuthScope {
-                    name: scope.name(),
-                    description: Some(description),
-                },
-            )
-            .collect()
-    }
-
-    fn name(&self) -> &'static str {
-        Scope::name(*self)
     }
 }
 

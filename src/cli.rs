@@ -8,15 +8,14 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::SqlitePool;
 
 use crate::{
-    auth::{MAX_PASSWORD_LEN, MAX_USERNAME_LEN, password::hash_password, token},
+    auth::{MAX_PASSWORD_LEN, MAX_USERNAME_LEN, password::hash_password},
     config::{DatabaseSettings, Settings},
-    db,
     scope::{Scope, Scopes, UnknownScope},
     server::{self, Server},
-    users::{self, NewUser, User},
+    store::{SessionSummary, Store, unix_millis},
+    users::{NewUser, User},
 };
 
 #[derive(Parser, Debug)]
@@ -87,6 +86,15 @@ enum UsersCommand {
     },
     /// Set the scopes a user may be granted, e.g. "me items"
     SetScopes { username: String, scopes: String },
+    /// List a user's live sessions (one per login; never a token)
+    Sessions {
+        username: String,
+        /// How long an unused refresh token lives, to tell which sessions are live
+        #[arg(long, env = "REFRESH_TOKEN_IDLE_TTL", default_value = "7d", value_parser = humantime::parse_duration)]
+        refresh_token_idle_ttl: std::time::Duration,
+    },
+    /// End every session of a user: their refresh and access tokens stop working
+    Logout { username: String },
 }
 
 #[derive(Args, Debug)]
@@ -148,7 +156,7 @@ async fn serve(settings: Settings) -> Result<(), CliError> {
 }
 
 async fn migrate(database: &DatabaseSettings) -> Result<(), CliError> {
-    db::connect(&database.database_url).await?.close().await;
+    Store::connect(&database.database_url).await?.close().await;
     println!("database {} is up to date", database.database_url);
     Ok(())
 }
@@ -162,13 +170,13 @@ async fn users_command(database: &DatabaseSettings, command: UsersCommand) -> Re
         check_username(username)?;
         Scopes::parse(scopes)?;
     }
-    let db = db::connect(&database.database_url).await?;
-    let result = change_users(&db, command).await;
-    db.close().await;
+    let store = Store::connect(&database.database_url).await?;
+    let result = change_users(&store, command).await;
+    store.close().await;
     result
 }
 
-async fn change_users(db: &SqlitePool, command: UsersCommand) -> Result<(), CliError> {
+async fn change_users(store: &Store, command: UsersCommand) -> Result<(), CliError> {
     let found = |done: bool, username: String| {
         if done {
             Ok(())
@@ -194,44 +202,68 @@ async fn change_users(db: &SqlitePool, command: UsersCommand) -> Result<(), CliE
                 scopes: Scopes::parse(&scopes)?,
                 hashed_password: hash_password(&password),
             };
-            let user = users::insert(db, &new_user)
+            let user = store
+                .insert_user(&new_user)
                 .await?
                 .ok_or(CliError::UserExists(username))?;
             println!("added user {}", user.username);
             Ok(())
         }
         UsersCommand::List => {
-            print_table(&users::list(db).await?);
+            print_table(&store.list_users().await?);
             Ok(())
         }
         UsersCommand::Show { username } => {
-            let user = users::find_by_username(db, &username)
+            let user = store
+                .find_user(&username)
                 .await?
                 .ok_or(CliError::NoSuchUser(username))?;
             print_user(&user);
             Ok(())
         }
         UsersCommand::Disable { username } => {
-            found(users::set_disabled(db, &username, true).await?, username)
+            found(store.set_disabled(&username, true).await?, username)
         }
         UsersCommand::Enable { username } => {
-            found(users::set_disabled(db, &username, false).await?, username)
+            found(store.set_disabled(&username, false).await?, username)
         }
-        UsersCommand::Delete { username } => found(users::delete(db, &username).await?, username),
+        UsersCommand::Delete { username } => found(store.delete_user(&username).await?, username),
         UsersCommand::SetPassword { username, password } => {
-            if users::find_by_username(db, &username).await?.is_none() {
+            if store.find_user(&username).await?.is_none() {
                 return Err(CliError::NoSuchUser(username));
             }
             let hashed = hash_password(&read_password(&password)?);
-            let mut tx = db.begin().await?;
-            let done = users::set_password_hash(&mut *tx, &username, &hashed).await?;
-            token::revoke_all_of_user(&mut *tx, &username, SystemTime::now()).await?;
-            tx.commit().await?;
-            found(done, username)
+            let now = unix_millis(SystemTime::now());
+            found(
+                store.set_password_hash(&username, &hashed, now).await?,
+                username,
+            )
         }
         UsersCommand::SetScopes { username, scopes } => {
             let scopes = Scopes::parse(&scopes)?;
-            found(users::set_scopes(db, &username, &scopes).await?, username)
+            found(store.set_scopes(&username, &scopes).await?, username)
+        }
+        UsersCommand::Sessions {
+            username,
+            refresh_token_idle_ttl,
+        } => {
+            let now = unix_millis(SystemTime::now());
+            let idle = crate::store::millis(refresh_token_idle_ttl);
+            let sessions = store
+                .list_sessions(&username, now, idle)
+                .await?
+                .ok_or(CliError::NoSuchUser(username))?;
+            print_sessions(&sessions);
+            Ok(())
+        }
+        UsersCommand::Logout { username } => {
+            let now = unix_millis(SystemTime::now());
+            let ended = store
+                .logout_user(&username, now)
+                .await?
+                .ok_or_else(|| CliError::NoSuchUser(username.clone()))?;
+            println!("ended {ended} session(s) of {username}");
+            Ok(())
         }
     }
 }
@@ -305,15 +337,42 @@ fn print_table(users: &[User]) {
             ]
         })
         .collect();
-    let header = ["USERNAME", "EMAIL", "FULL NAME", "DISABLED", "SCOPES"].map(String::from);
+    let header = ["USERNAME", "EMAIL", "FULL NAME", "DISABLED", "SCOPES"];
+    print_columns(header, &rows);
+}
+
+fn print_sessions(sessions: &[SessionSummary]) {
+    let time = |millis: i64| {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0) as u64);
+        humantime::format_rfc3339_seconds(at).to_string()
+    };
+    let rows: Vec<[String; 5]> = sessions
+        .iter()
+        .map(|s| {
+            [
+                time(s.started_at),
+                time(s.refreshed_at),
+                time(s.expires_at),
+                Scopes::from_stored(&s.scopes).to_string(),
+                s.client_id.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let header = ["STARTED", "LAST REFRESHED", "ENDS", "SCOPES", "CLIENT"];
+    print_columns(header, &rows);
+}
+
+/// Prints rows under a header, each column as wide as its widest cell.
+fn print_columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let header = header.map(String::from);
     let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = io::stdout().lock();
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in std::iter::once(&header).chain(rows) {
         let line: Vec<String> = row
             .iter()
             .zip(widths)

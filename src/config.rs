@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::{auth::RefreshPolicy, store::DatabaseUrl};
+
 const DEFAULT_DATABASE_URL: &str = "sqlite:simple-oauth2.db";
 const DEFAULT_HOST: &str = "127.0.0.1";
 const DEFAULT_PORT: u16 = 8000;
@@ -11,13 +13,17 @@ const DEFAULT_ACCESS_TOKEN_TTL: &str = "30m";
 const DEFAULT_LOGIN_MAX_FAILURES: u32 = 10;
 const DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS: u32 = 100;
 const DEFAULT_LOGIN_FAILURE_WINDOW: &str = "15m";
+const DEFAULT_REFRESH_TOKEN_TTL: &str = "30d";
+const DEFAULT_REFRESH_TOKEN_IDLE_TTL: &str = "7d";
+const DEFAULT_REFRESH_TOKEN_REUSE_GRACE: &str = "30s";
 
 /// Where the database lives; shared by the server and every management command.
 #[derive(Args, Debug, Clone)]
 pub struct DatabaseSettings {
-    /// SQLite database URL; the file is created and migrated when missing.
+    /// `sqlite:` file (created and migrated when missing) or `postgres://` database
+    /// (migrated; it must exist).
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
 }
 
 /// Everything the server needs to run.
@@ -49,6 +55,18 @@ pub struct Settings {
     /// The window failed logins are counted in, as a duration.
     #[arg(long, env = "LOGIN_FAILURE_WINDOW", default_value = DEFAULT_LOGIN_FAILURE_WINDOW, value_parser = parse_positive_duration)]
     pub login_failure_window: Duration,
+
+    /// A session's absolute lifetime from its login; 0 turns refresh tokens off.
+    #[arg(long, env = "REFRESH_TOKEN_TTL", default_value = DEFAULT_REFRESH_TOKEN_TTL, value_parser = parse_duration)]
+    pub refresh_token_ttl: Duration,
+
+    /// A refresh token unused this long is dead.
+    #[arg(long, env = "REFRESH_TOKEN_IDLE_TTL", default_value = DEFAULT_REFRESH_TOKEN_IDLE_TTL, value_parser = parse_positive_duration)]
+    pub refresh_token_idle_ttl: Duration,
+
+    /// How long a spent refresh token may be presented again as a retry; 0 = never.
+    #[arg(long, env = "REFRESH_TOKEN_REUSE_GRACE", default_value = DEFAULT_REFRESH_TOKEN_REUSE_GRACE, value_parser = parse_duration)]
+    pub refresh_token_reuse_grace: Duration,
 }
 
 impl Settings {
@@ -57,7 +75,7 @@ impl Settings {
     pub fn with_database(database_url: impl Into<String>) -> Self {
         Self {
             database: DatabaseSettings {
-                database_url: database_url.into(),
+                database_url: DatabaseUrl::new(database_url),
             },
             host: DEFAULT_HOST.into(),
             port: DEFAULT_PORT,
@@ -65,17 +83,37 @@ impl Settings {
             login_max_failures: DEFAULT_LOGIN_MAX_FAILURES,
             login_max_failures_per_address: DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS,
             login_failure_window: default_duration(DEFAULT_LOGIN_FAILURE_WINDOW),
+            refresh_token_ttl: default_duration(DEFAULT_REFRESH_TOKEN_TTL),
+            refresh_token_idle_ttl: default_duration(DEFAULT_REFRESH_TOKEN_IDLE_TTL),
+            refresh_token_reuse_grace: default_duration(DEFAULT_REFRESH_TOKEN_REUSE_GRACE),
+        }
+    }
+
+    /// The refresh-token lifetimes; a zero `REFRESH_TOKEN_TTL` turns them off.
+    pub fn refresh_policy(&self) -> RefreshPolicy {
+        RefreshPolicy {
+            ttl: (!self.refresh_token_ttl.is_zero()).then_some(self.refresh_token_ttl),
+            idle_ttl: self.refresh_token_idle_ttl,
+            reuse_grace: self.refresh_token_reuse_grace,
         }
     }
 }
 
 fn default_duration(value: &str) -> Duration {
-    parse_positive_duration(value).expect("built-in default durations are valid")
+    parse_duration(value).expect("built-in default durations are valid")
+}
+
+/// A duration (`30m`, `1h`, `5s`), where `0` is allowed and means "off".
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    if value.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(value).map_err(|err| err.to_string())
 }
 
 /// A zero lifetime or window would make every token or count die at birth.
 fn parse_positive_duration(value: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(value).map_err(|err| err.to_string())?;
+    let duration = parse_duration(value)?;
     if duration.is_zero() {
         return Err("must be longer than zero".into());
     }

@@ -68,7 +68,7 @@ impl OAuthError {
 pub enum TokenErrorResponse {
     /// `invalid_request` (missing, empty or repeated parameter, not a form body),
     /// `unsupported_grant_type`, `invalid_scope`, or `invalid_grant` (wrong username or
-    /// password).
+    /// password; an unknown, expired, spent or revoked refresh token; a disabled user).
     #[oai(status = 400)]
     BadRequest(Json<OAuthError>),
     /// The request body did not arrive in time.
@@ -150,11 +150,14 @@ impl From<LoginError> for TokenErrorResponse {
                 "invalid_request",
                 field_errors_description(&errors),
             )),
-            LoginError::UnsupportedGrantType => bad_request(
-                "Unsupported grant type",
-                "unsupported_grant_type",
-                "Only the password grant is supported: grant_type=password",
-            ),
+            LoginError::UnsupportedGrantType(supported) => {
+                let names: Vec<_> = supported.iter().map(|grant| grant.name()).collect();
+                bad_request(
+                    "Unsupported grant type",
+                    "unsupported_grant_type",
+                    &format!("Supported grant types: {}", names.join(", ")),
+                )
+            }
             LoginError::InvalidScope(_) => bad_request(
                 "Invalid scope",
                 "invalid_scope",
@@ -163,6 +166,19 @@ impl From<LoginError> for TokenErrorResponse {
                     Scope::all_names()
                 ),
             ),
+            LoginError::ScopeTooWide => bad_request(
+                "Invalid scope",
+                "invalid_scope",
+                "The requested scope exceeds the scope granted to the session",
+            ),
+            LoginError::InvalidRefreshToken => bad_request(
+                "Invalid refresh token",
+                "invalid_grant",
+                "The refresh token is invalid, expired, spent or revoked",
+            ),
+            LoginError::InactiveUser => {
+                bad_request("Inactive user", "invalid_grant", "The user is disabled")
+            }
             LoginError::InvalidGrant => bad_request(
                 "Incorrect username or password",
                 "invalid_grant",

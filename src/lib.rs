@@ -5,10 +5,11 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connections;
-pub mod db;
+
 pub mod error;
 pub mod scope;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod users;
 

@@ -78,6 +78,11 @@ impl Scopes {
         self.0.is_empty()
     }
 
+    /// Whether every scope here is also in `other`.
+    pub fn is_subset(&self, other: &Scopes) -> bool {
+        self.0.is_subset(&other.0)
+    }
+
     /// The scopes in both sets.
     pub fn intersection(&self, other: &Scopes) -> Scopes {
         Scopes(self.0.intersection(&other.0).copied().collect())

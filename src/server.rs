@@ -1,10 +1,11 @@
-//! The running service: database, listener, background housekeeping, clean shutdown.
+//! The running service: database, listener, the watch for changes made elsewhere,
+//! background housekeeping, clean shutdown.
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 
-use crate::{api, auth::Auth, config::Settings, connections, db};
+use crate::{api, auth::Auth, config::Settings, connections, store::Store};
 
 /// How long requests in flight may take to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -27,8 +28,8 @@ pub struct Server {
 
 impl Server {
     pub async fn build(settings: &Settings) -> Result<Self, StartError> {
-        let pool = db::connect(&settings.database.database_url).await?;
-        let auth = Arc::new(Auth::new(pool, settings));
+        let store = Store::connect(&settings.database.database_url).await?;
+        let auth = Arc::new(Auth::new(store, settings));
         let address = format!("{}:{}", settings.host, settings.port);
         let listen_error = |source| StartError::Listen {
             address: address.clone(),
@@ -58,6 +59,7 @@ impl Server {
     /// Serves until `shutdown` completes, then stops accepting connections and lets
     /// requests in flight finish (up to a grace period).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
+        let watch = self.auth.store().watch_changes();
         let housekeeping = tokio::spawn(housekeeping(self.auth.clone()));
         let result = connections::serve(
             self.listener,
@@ -68,12 +70,14 @@ impl Server {
         )
         .await;
         housekeeping.abort();
-        self.auth.db().close().await;
+        watch.abort();
+        self.auth.store().close().await;
         result
     }
 }
 
-/// Deletes dead tokens and ended throttle windows now and then, off the request path.
+/// Deletes dead tokens, sessions and ended throttle windows now and then, off the
+/// request path.
 async fn housekeeping(auth: Arc<Auth>) {
     let mut ticks = tokio::time::interval(auth.sweep_interval());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -81,7 +85,7 @@ async fn housekeeping(auth: Arc<Auth>) {
         ticks.tick().await;
         match auth.sweep().await {
             Ok(0) => {}
-            Ok(deleted) => tracing::debug!(deleted, "deleted dead tokens"),
+            Ok(deleted) => tracing::debug!(deleted, "deleted dead tokens, sessions and counts"),
             Err(err) => tracing::warn!(error = %err, "housekeeping failed; will retry"),
         }
     }

@@ -77,7 +77,7 @@ impl<'a> ApiExtractor<'a> for BearerToken {
                         authorization_url: None,
                         // Relative, so it resolves against wherever the docs are served.
                         token_url: Some("token"),
-                        refresh_url: None,
+                        refresh_url: Some("token"),
                         scopes,
                     }),
                     client_credentials: None,

@@ -7,7 +7,6 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use super::ApiTags;
 use crate::{
     auth::Auth,
-    db,
     error::{Detail, UNAVAILABLE_RETRY_AFTER_SECS},
 };
 
@@ -38,7 +37,7 @@ impl HealthApi {
     /// 200 when the database can be read and written, 503 when it cannot.
     #[oai(path = "/health", method = "get", operation_id = "health")]
     async fn health(&self) -> HealthResponse {
-        match db::ping(self.auth.db()).await {
+        match self.auth.store().ping().await {
             Ok(()) => HealthResponse::Ok(Json(Status {
                 status: "ok".into(),
             })),

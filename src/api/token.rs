@@ -1,4 +1,5 @@
-//! `POST /token` (the OAuth2 password grant) and `POST /token/revoke` (RFC 7009).
+//! `POST /token` (the OAuth2 password and refresh-token grants) and `POST /token/revoke`
+//! (RFC 7009).
 
 use std::sync::Arc;
 
@@ -12,29 +13,34 @@ use secrecy::SecretString;
 
 use super::{ApiTags, form::UrlEncoded};
 use crate::{
-    auth::{Auth, IssuedToken, LoginError, LoginRequest},
+    auth::{Auth, GrantType, IssuedToken, LoginError, LoginRequest, RefreshRequest},
     error::TokenErrorResponse,
     scope::Scopes,
 };
 
-/// The password-grant form, as FastAPI's `OAuth2PasswordRequestForm`.
+/// The token form: FastAPI's `OAuth2PasswordRequestForm` (`grant_type=password`, the
+/// default), or a refresh (`grant_type=refresh_token`, RFC 6749 section 6).
 #[derive(Object)]
 #[oai(rename = "TokenRequest", example)]
 #[allow(dead_code)] // Describes the form in OpenAPI; `UrlEncoded` reads the fields.
 struct TokenForm {
-    /// Exact username (case-sensitive).
-    #[oai(validator(min_length = 1, max_length = 128))]
-    username: String,
-    /// The user's password.
-    #[oai(validator(min_length = 1, max_length = 1024))]
-    password: Password,
-    /// When present, must be `password`.
-    #[oai(validator(pattern = "^password$"))]
+    /// `password` (the default) or `refresh_token`.
+    #[oai(validator(pattern = "^(password|refresh_token)$"))]
     grant_type: Option<String>,
-    /// Space-separated scopes to request (`me`, `items`).
+    /// Password grant: the exact username (case-sensitive). Required for it.
+    #[oai(validator(min_length = 1, max_length = 128))]
+    username: Option<String>,
+    /// Password grant: the user's password. Required for it.
+    #[oai(validator(min_length = 1, max_length = 1024))]
+    password: Option<Password>,
+    /// Refresh grant: the refresh token from an earlier answer. Required for it.
+    #[oai(validator(min_length = 1))]
+    refresh_token: Option<String>,
+    /// Space-separated scopes (`me`, `items`). On a refresh, a subset of the session's;
+    /// omitted, all of them.
     #[oai(default)]
     scope: String,
-    /// Accepted and ignored.
+    /// Optional; remembered with the session (introspection reports it).
     client_id: Option<String>,
     /// Accepted and ignored.
     client_secret: Option<Password>,
@@ -43,9 +49,10 @@ struct TokenForm {
 impl Example for TokenForm {
     fn example() -> Self {
         Self {
-            username: "johndoe".into(),
-            password: Password("secret".into()),
             grant_type: Some("password".into()),
+            username: Some("johndoe".into()),
+            password: Some(Password("secret".into())),
+            refresh_token: None,
             scope: "me items".into(),
             client_id: None,
             client_secret: None,
@@ -58,10 +65,11 @@ impl Example for TokenForm {
 #[oai(rename = "RevocationRequest")]
 #[allow(dead_code)] // Describes the form in OpenAPI; `UrlEncoded` reads the fields.
 struct RevocationForm {
-    /// The access token to revoke.
+    /// The token to revoke: an access token (it alone ends), or a refresh token (its
+    /// whole session ends, access tokens included).
     #[oai(validator(min_length = 1))]
     token: String,
-    /// Accepted and ignored: only access tokens exist.
+    /// `access_token` or `refresh_token`; only a hint, a wrong one still works.
     token_type_hint: Option<String>,
 }
 
@@ -73,8 +81,12 @@ struct TokenBody {
     access_token: String,
     /// Always `bearer`.
     token_type: String,
-    /// Seconds until the token expires.
+    /// Seconds until the access token expires.
     expires_in: u64,
+    /// For `grant_type=refresh_token`: a new one comes with every answer, and the one
+    /// used is spent. Absent when refresh tokens are switched off.
+    #[oai(skip_serializing_if_is_none)]
+    refresh_token: Option<String>,
     /// The granted scopes, space-separated; absent when none were granted.
     #[oai(skip_serializing_if_is_none)]
     scope: Option<String>,
@@ -86,6 +98,7 @@ impl Example for TokenBody {
             access_token: "Ny3zBYbQ1hCNbUn3wH8g0gS0mX4eZxWz0uY5-4Ujv_Q".into(),
             token_type: "bearer".into(),
             expires_in: 1800,
+            refresh_token: Some("tGzv3JOkF0XG5Qx2TlKWIA-8hxXk6kF7yMcpOAcZ0Ts".into()),
             scope: Some("me items".into()),
         }
     }
@@ -97,6 +110,7 @@ impl From<IssuedToken> for TokenBody {
             access_token: issued.access_token,
             token_type: "bearer".into(),
             expires_in: issued.expires_in.as_secs(),
+            refresh_token: issued.refresh_token,
             scope: (!issued.scopes.is_empty()).then(|| issued.scopes.to_string()),
         }
     }
@@ -104,7 +118,7 @@ impl From<IssuedToken> for TokenBody {
 
 #[derive(ApiResponse)]
 enum TokenResponse {
-    /// Logged in. Never cache the token.
+    /// Logged in, or refreshed. Never cache the tokens.
     #[oai(status = 200)]
     Ok(
         Json<TokenBody>,
@@ -124,16 +138,36 @@ enum RevokeResponse {
     Ok(Json<Empty>),
 }
 
-/// Reads the password-grant form, in the order RFC 6749 implies: the grant type decides
-/// which other parameters matter.
-fn login_request(form: &UrlEncoded<TokenForm>) -> Result<LoginRequest, LoginError> {
+/// A well-formed token request, of one of the grants.
+enum Grant {
+    Password(LoginRequest),
+    Refresh(RefreshRequest),
+}
+
+/// Reads the token form in the order RFC 6749 implies: the grant type decides which other
+/// parameters matter. `enabled`: the grant types switched on.
+fn grant(form: &UrlEncoded<TokenForm>, enabled: &[GrantType]) -> Result<Grant, LoginError> {
     let grant_type = form
         .get("grant_type")
         .map_err(|err| LoginError::InvalidRequest(vec![err]))?;
-    if grant_type.is_some_and(|grant| grant != "password") {
-        return Err(LoginError::UnsupportedGrantType);
+    let grant_type = match grant_type {
+        None => GrantType::Password,
+        Some(name) => GrantType::ALL
+            .into_iter()
+            .find(|grant| grant.name() == name)
+            .ok_or_else(|| LoginError::UnsupportedGrantType(enabled.to_vec()))?,
+    };
+    if !enabled.contains(&grant_type) {
+        return Err(LoginError::UnsupportedGrantType(enabled.to_vec()));
     }
-    let [username, password, scope, _, _] = form
+    match grant_type {
+        GrantType::Password => password_request(form).map(Grant::Password),
+        GrantType::RefreshToken => refresh_request(form).map(Grant::Refresh),
+    }
+}
+
+fn password_request(form: &UrlEncoded<TokenForm>) -> Result<LoginRequest, LoginError> {
+    let [username, password, scope, client_id, _] = form
         .get_all([
             ("username", true),
             ("password", true),
@@ -147,6 +181,25 @@ fn login_request(form: &UrlEncoded<TokenForm>) -> Result<LoginRequest, LoginErro
         username: username.unwrap_or_default().to_owned(),
         password: SecretString::from(password.unwrap_or_default()),
         scopes: Scopes::parse(scope.unwrap_or_default()).map_err(LoginError::InvalidScope)?,
+        client_id: client_id.map(str::to_owned),
+    })
+}
+
+fn refresh_request(form: &UrlEncoded<TokenForm>) -> Result<RefreshRequest, LoginError> {
+    let [refresh_token, scope, _, _] = form
+        .get_all([
+            ("refresh_token", true),
+            ("scope", false),
+            ("client_id", false),
+            ("client_secret", false),
+        ])
+        .map_err(LoginError::InvalidRequest)?;
+    Ok(RefreshRequest {
+        refresh_token: refresh_token.unwrap_or_default().to_owned(),
+        scopes: scope
+            .map(Scopes::parse)
+            .transpose()
+            .map_err(LoginError::InvalidScope)?,
     })
 }
 
@@ -156,20 +209,26 @@ pub struct TokenApi {
 
 #[OpenApi(tag = "ApiTags::Auth")]
 impl TokenApi {
-    /// Log in (OAuth2 password grant)
+    /// Log in or refresh (OAuth2 password and refresh-token grants)
     ///
-    /// Exchanges a username and password for a bearer token, as FastAPI's
-    /// `OAuth2PasswordRequestForm`. Errors follow RFC 6749: `error` and
-    /// `error_description`, plus FastAPI's `detail`.
+    /// `grant_type=password` (or none) exchanges a username and password for a bearer
+    /// token and a refresh token, as FastAPI's `OAuth2PasswordRequestForm`.
+    /// `grant_type=refresh_token` exchanges a refresh token for a new pair; the one sent
+    /// is spent, and sending it again later ends the whole session. Errors follow RFC
+    /// 6749: `error` and `error_description`, plus FastAPI's `detail`.
     #[oai(path = "/token", method = "post", operation_id = "login")]
     async fn login(
         &self,
         form: UrlEncoded<TokenForm>,
         remote: &RemoteAddr,
     ) -> Result<TokenResponse, TokenErrorResponse> {
-        let request = login_request(&form)?;
-        let client = remote.as_socket_addr().map(|addr| addr.ip());
-        let issued = self.auth.login(request, client).await?;
+        let issued = match grant(&form, &self.auth.grant_types())? {
+            Grant::Password(request) => {
+                let client = remote.as_socket_addr().map(|addr| addr.ip());
+                self.auth.login(request, client).await?
+            }
+            Grant::Refresh(request) => self.auth.refresh(request).await?,
+        };
         Ok(TokenResponse::Ok(
             Json(issued.into()),
             "no-store".into(),
@@ -179,8 +238,9 @@ impl TokenApi {
 
     /// Revoke a token (RFC 7009)
     ///
-    /// The token stops working at once on every route. Answers 200 whether or not the
-    /// token existed.
+    /// An access token stops working at once on every route; a refresh token ends its
+    /// whole session, access tokens included. Answers 200 whether or not the token
+    /// existed.
     #[oai(path = "/token/revoke", method = "post", operation_id = "revoke_token")]
     async fn revoke(
         &self,

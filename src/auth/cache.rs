@@ -1,9 +1,11 @@
-//! Recently checked tokens, so that a client calling again and again does not cost a
-//! SQLite query per request.
+//! Recently checked access tokens, so that a client calling again and again does not cost
+//! a database query per request.
 //!
-//! Every commit to the database, by this process or another (the CLI disabling a user),
-//! empties the cache, so answers are as fresh as a query's. [`FRESHNESS`] bounds an
-//! entry's age in case a commit goes unnoticed.
+//! Every entry remembers the change generation (see [`Changes`]) it was read under and is
+//! used only while that generation is current, so a revocation, a disabled user or a
+//! changed scope counts from the next request, wherever it was made. An answer read
+//! while a change happened is not remembered at all. [`FRESHNESS`] bounds an entry's age
+//! in any case.
 
 use std::{
     collections::HashMap,
@@ -11,10 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::token::{LiveToken, TokenDigest};
-use crate::db::CommitWatch;
+use super::token::TokenDigest;
+use crate::store::{Changes, LiveToken};
 
-/// How long a database answer about a token is reused.
+/// How long a database answer about a token is reused at most.
 const FRESHNESS: Duration = Duration::from_secs(1);
 
 /// At most this many tokens are remembered, so memory stays bounded however many clients
@@ -23,6 +25,7 @@ const CAPACITY: usize = 10_000;
 
 struct Entry {
     token: Arc<LiveToken>,
+    generation: u64,
     checked: Instant,
 }
 
@@ -34,14 +37,18 @@ impl Entry {
 
 pub struct TokenCache {
     entries: Mutex<HashMap<TokenDigest, Entry>>,
-    commits: CommitWatch,
+    changes: Arc<Changes>,
 }
 
+/// Taken before reading a token from the database; see [`TokenCache::insert`].
+#[derive(Clone, Copy)]
+pub struct ReadStarted(Option<u64>);
+
 impl TokenCache {
-    pub fn new(commits: CommitWatch) -> Self {
+    pub fn new(changes: Arc<Changes>) -> Self {
         Self {
             entries: Mutex::default(),
-            commits,
+            changes,
         }
     }
 
@@ -50,22 +57,33 @@ impl TokenCache {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The remembered token, if nothing was committed since it was read, it was read less
-    /// than [`FRESHNESS`] ago, and it has not expired since (`now_millis`: Unix ms).
+    /// The remembered token, if nothing changed since it was read, it was read less than
+    /// [`FRESHNESS`] ago, and it has not expired since (`now_millis`: Unix ms).
     pub fn get(&self, digest: &TokenDigest, now_millis: i64) -> Option<Arc<LiveToken>> {
-        let mut entries = self.lock();
-        if self.commits.changed() {
-            entries.clear();
-            return None;
-        }
+        let generation = self.changes.generation()?;
+        let entries = self.lock();
         let entry = entries.get(digest)?;
-        (entry.is_fresh() && entry.token.expires_at > now_millis).then(|| entry.token.clone())
+        (entry.generation == generation && entry.is_fresh() && entry.token.expires_at > now_millis)
+            .then(|| entry.token.clone())
     }
 
-    pub fn insert(&self, digest: TokenDigest, token: Arc<LiveToken>) {
+    /// Marks the start of a database read whose answer may be remembered.
+    pub fn read_started(&self) -> ReadStarted {
+        ReadStarted(self.changes.generation())
+    }
+
+    /// Remembers `token`, read since `started`, unless something changed in between: a
+    /// revocation committed while the read was in flight must not be undone here.
+    pub fn insert(&self, digest: TokenDigest, token: Arc<LiveToken>, started: ReadStarted) {
+        let Some(generation) = started.0 else {
+            return;
+        };
         let mut entries = self.lock();
+        if self.changes.generation() != Some(generation) {
+            return;
+        }
         if entries.len() >= CAPACITY {
-            entries.retain(|_, e| e.is_fresh());
+            entries.retain(|_, e| e.generation == generation && e.is_fresh());
             if entries.len() >= CAPACITY {
                 entries.clear();
             }
@@ -74,17 +92,16 @@ impl TokenCache {
             digest,
             Entry {
                 token,
+                generation,
                 checked: Instant::now(),
             },
         );
     }
 
-    pub fn remove(&self, digest: &TokenDigest) {
-        self.lock().remove(digest);
-    }
-
-    /// Forgets entries too old to be used.
+    /// Forgets entries that can no longer be used.
     pub fn prune(&self) {
-        self.lock().retain(|_, e| e.is_fresh());
+        let generation = self.changes.generation();
+        self.lock()
+            .retain(|_, e| Some(e.generation) == generation && e.is_fresh());
     }
 }

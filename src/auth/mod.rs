@@ -1,4 +1,5 @@
-//! Authentication: logging in with a password, and turning a bearer token into a user.
+//! Authentication: logging in with a password, refreshing a session, turning a bearer
+//! token into a user, and revoking tokens. Talks to the database through [`Store`] only.
 
 mod cache;
 pub mod password;
@@ -12,24 +13,44 @@ use std::{
 };
 
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::SqlitePool;
 
 use self::{
     cache::TokenCache,
     password::{Hasher, Verdict},
-    throttle::LoginThrottle,
+    throttle::{LoginThrottle, Refusal},
     token::{NewToken, TokenDigest},
 };
 use crate::{
     config::Settings,
-    db::CommitWatch,
     scope::{Scope, Scopes, UnknownScope},
+    store::{NewAccessToken, RefreshRecord, Rotation, Store, millis, unix_millis},
     users,
 };
 
 /// Longer usernames and passwords are refused without hashing them.
 pub const MAX_USERNAME_LEN: usize = 128;
 pub const MAX_PASSWORD_LEN: usize = 1024;
+
+/// Longer client ids are not remembered with a session.
+const MAX_CLIENT_ID_LEN: usize = 128;
+
+/// The grant types of the token endpoint, in the order they are documented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    Password,
+    RefreshToken,
+}
+
+impl GrantType {
+    pub const ALL: [GrantType; 2] = [GrantType::Password, GrantType::RefreshToken];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            GrantType::Password => "password",
+            GrantType::RefreshToken => "refresh_token",
+        }
+    }
+}
 
 /// A form field that is wrong in a way RFC 6749 calls `invalid_request`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,12 +72,20 @@ pub enum FieldErrorKind {
 pub enum LoginError {
     #[error("malformed request")]
     InvalidRequest(Vec<FieldError>),
+    /// The grant type is unknown or switched off; the enabled ones are listed.
     #[error("unsupported grant type")]
-    UnsupportedGrantType,
+    UnsupportedGrantType(Vec<GrantType>),
     #[error("{0}")]
     InvalidScope(UnknownScope),
+    /// A refresh asked for more than the session holds.
+    #[error("scope wider than the session's")]
+    ScopeTooWide,
     #[error("incorrect username or password")]
     InvalidGrant,
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("inactive user")]
+    InactiveUser,
     #[error("too many failed logins")]
     TooManyAttempts(Duration),
     #[error("database unavailable: {0}")]
@@ -85,46 +114,81 @@ pub struct LoginRequest {
     pub username: String,
     pub password: SecretString,
     pub scopes: Scopes,
+    /// The client that says it is logging in (not authenticated; remembered for
+    /// introspection).
+    pub client_id: Option<String>,
 }
 
-/// What a successful login hands out.
+/// A well-formed refresh-token-grant request.
+pub struct RefreshRequest {
+    pub refresh_token: String,
+    /// `None`: the session's scopes.
+    pub scopes: Option<Scopes>,
+}
+
+/// What a successful login or refresh hands out.
 pub struct IssuedToken {
     pub access_token: String,
     pub expires_in: Duration,
     pub scopes: Scopes,
+    /// `None` when refresh tokens are switched off.
+    pub refresh_token: Option<String>,
+}
+
+/// How long sessions and their refresh tokens live (RFC 9700, section 4.14.2).
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshPolicy {
+    /// A session's absolute lifetime from its login; `None`: no refresh tokens.
+    pub ttl: Option<Duration>,
+    /// A refresh token unused this long is dead.
+    pub idle_ttl: Duration,
+    /// How long a spent refresh token may be presented again as a retry.
+    pub reuse_grace: Duration,
 }
 
 /// Logs users in and checks their tokens; shared by every request.
 pub struct Auth {
-    db: SqlitePool,
+    store: Store,
     hasher: Hasher,
     throttle: LoginThrottle,
     tokens: TokenCache,
-    token_ttl: Duration,
+    access_ttl: Duration,
+    refresh: RefreshPolicy,
+    failure_window: Duration,
 }
 
 impl Auth {
-    pub fn new(db: SqlitePool, settings: &Settings) -> Self {
+    pub fn new(store: Store, settings: &Settings) -> Self {
         Self {
-            db,
+            tokens: TokenCache::new(store.changes().clone()),
+            store,
             hasher: Hasher::default(),
             throttle: LoginThrottle::new(
                 settings.login_max_failures,
                 settings.login_max_failures_per_address,
                 settings.login_failure_window,
             ),
-            tokens: TokenCache::new(CommitWatch::new(&settings.database.database_url)),
-            token_ttl: settings.access_token_ttl,
+            access_ttl: settings.access_token_ttl,
+            refresh: settings.refresh_policy(),
+            failure_window: settings.login_failure_window,
         }
     }
 
-    pub fn db(&self) -> &SqlitePool {
-        &self.db
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// How many argon2 jobs logins have run so far.
     pub fn password_hash_jobs(&self) -> u64 {
         self.hasher.jobs()
+    }
+
+    /// The grant types the token endpoint accepts with these settings.
+    pub fn grant_types(&self) -> Vec<GrantType> {
+        GrantType::ALL
+            .into_iter()
+            .filter(|grant| *grant != GrantType::RefreshToken || self.refresh.ttl.is_some())
+            .collect()
     }
 
     /// The OAuth2 password grant. An unknown user, a wrong password and a disabled
@@ -136,29 +200,48 @@ impl Auth {
     ) -> Result<IssuedToken, LoginError> {
         let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let username = request.username.as_str();
-        let throttled = |wait| {
-            tracing::warn!(%client, "login refused: too many failures");
-            LoginError::TooManyAttempts(wait)
+        let refused = |refusal| match refusal {
+            Refusal::Throttled(wait) => {
+                tracing::warn!(%client, "login refused: too many failures");
+                LoginError::TooManyAttempts(wait)
+            }
+            Refusal::Database(err) => LoginError::Unavailable(err),
         };
-        self.throttle.check(username, client).map_err(throttled)?;
         if username.len() > MAX_USERNAME_LEN
             || request.password.expose_secret().len() > MAX_PASSWORD_LEN
         {
-            self.throttle.record_failure(username, client);
+            // Counted (and so limited) like any failure, but never hashed.
+            let _failure = self
+                .throttle
+                .count(&self.store, username, client)
+                .await
+                .map_err(refused)?;
             return Err(LoginError::InvalidGrant);
         }
-        let found = users::find_credentials(&self.db, username).await?;
+        // Refused attempts need not wait for a hashing slot.
+        self.throttle
+            .check(&self.store, username, client)
+            .await
+            .map_err(refused)?;
+        let found = self.store.find_credentials(username).await?;
         let slot = self.hasher.slot().await;
-        // Again: failures may have been counted while this attempt waited for its slot.
-        self.throttle.check(username, client).map_err(throttled)?;
+        // Counted only once it can be hashed: parallel right-password logins are never
+        // refused, and parallel guesses are counted before any of them is checked.
+        let attempt = self
+            .throttle
+            .count(&self.store, username, client)
+            .await
+            .map_err(refused)?;
         let stored = found.as_ref().map(|(_, hash)| hash.clone());
         let user = match (slot.verify(request.password, stored).await, found) {
             (Verdict::Match { rehashed }, Some((user, stored))) => {
                 // An upgrade that cannot be stored now is tried again at the next login;
                 // it is no reason to refuse this one.
                 if let Some(fresh) = rehashed
-                    && let Err(err) =
-                        users::replace_password_hash(&self.db, user.id, &stored, &fresh).await
+                    && let Err(err) = self
+                        .store
+                        .upgrade_password_hash(user.id, &stored, &fresh)
+                        .await
                 {
                     tracing::warn!(error = %err, "could not store an upgraded password hash");
                 }
@@ -166,34 +249,161 @@ impl Auth {
             }
             _ => {
                 tracing::info!(%client, "login failed");
-                self.throttle.record_failure(username, client);
                 return Err(LoginError::InvalidGrant);
             }
         };
-        self.throttle.record_success(username);
+        self.throttle.succeeded(&self.store, attempt).await?;
 
         let scopes = request.scopes.intersection(&user.allowed_scopes());
-        let token = NewToken::generate();
-        token::store(
-            &self.db,
-            &token,
-            user.id,
-            &scopes,
-            SystemTime::now(),
-            self.token_ttl,
-        )
-        .await?;
-        tracing::info!(user = %user.username, scopes = %scopes, "token issued");
+        let client_id = request.client_id.filter(|id| id.len() <= MAX_CLIENT_ID_LEN);
+        let issued = self
+            .start_session(&user, client_id.as_deref(), scopes)
+            .await?;
+        tracing::info!(user = %user.username, scopes = %issued.scopes, "token issued");
+        Ok(issued)
+    }
+
+    async fn start_session(
+        &self,
+        user: &users::User,
+        client_id: Option<&str>,
+        scopes: Scopes,
+    ) -> Result<IssuedToken, sqlx::Error> {
+        let now = SystemTime::now();
+        let access = NewToken::generate();
+        let refresh = self.refresh.ttl.map(|_| NewToken::generate());
+        // Without refresh tokens, a session is just the one access token's.
+        let session_ttl = self.refresh.ttl.unwrap_or(self.access_ttl);
+        self.store
+            .start_session(
+                user.id,
+                client_id,
+                &scopes,
+                unix_millis(now),
+                unix_millis(now + session_ttl),
+                NewAccessToken {
+                    digest: access.digest.as_bytes(),
+                    scopes: &scopes,
+                    expires_at: unix_millis(now + self.access_ttl),
+                },
+                refresh.as_ref().map(|token| token.digest.as_bytes()),
+            )
+            .await?;
         Ok(IssuedToken {
-            access_token: token.token,
-            expires_in: self.token_ttl,
+            access_token: access.token,
+            expires_in: self.access_ttl,
             scopes,
+            refresh_token: refresh.map(|token| token.token),
         })
     }
 
-    /// The user holding `token`, if the token is live, carries `required` (when given),
-    /// and the user is active. The scopes that count are those granted at login that the
-    /// user still has.
+    /// The refresh-token grant (RFC 6749, section 6) with rotation: a new access token and
+    /// a new refresh token, the presented one spent. A spent token presented again within
+    /// the grace is a retry and gets a fresh pair; after it, the token was stolen, and the
+    /// whole session ends (RFC 9700, section 4.14.2).
+    pub async fn refresh(&self, request: RefreshRequest) -> Result<IssuedToken, LoginError> {
+        let Some(_) = self.refresh.ttl else {
+            return Err(LoginError::UnsupportedGrantType(self.grant_types()));
+        };
+        if !token::is_well_formed(&request.refresh_token) {
+            return Err(LoginError::InvalidRefreshToken);
+        }
+        let digest = TokenDigest::of(&request.refresh_token);
+        // Twice at most: a refresh that loses the race to spend the token sees it spent,
+        // just now, and is then a retry.
+        for _ in 0..2 {
+            let record = self
+                .store
+                .find_refresh_token(digest.as_bytes())
+                .await?
+                .ok_or(LoginError::InvalidRefreshToken)?;
+            let now = SystemTime::now();
+            let scopes = self.refreshable(&record, request.scopes.as_ref(), unix_millis(now))?;
+            let spend = match record.spent_at {
+                None => Some(digest.as_bytes()),
+                Some(spent_at) if self.is_retry(spent_at, unix_millis(now)) => None,
+                Some(_) => {
+                    self.store
+                        .revoke_session(record.session_id, unix_millis(now))
+                        .await?;
+                    tracing::warn!(
+                        user = %record.user.username,
+                        session = record.session_id,
+                        "a spent refresh token was presented again: session revoked"
+                    );
+                    return Err(LoginError::InvalidRefreshToken);
+                }
+            };
+            let access = NewToken::generate();
+            let refresh = NewToken::generate();
+            let rotation = self
+                .store
+                .refresh_session(
+                    record.session_id,
+                    spend,
+                    unix_millis(now),
+                    NewAccessToken {
+                        digest: access.digest.as_bytes(),
+                        scopes: &scopes,
+                        expires_at: unix_millis(now + self.access_ttl),
+                    },
+                    refresh.digest.as_bytes(),
+                )
+                .await?;
+            match rotation {
+                Rotation::Issued => {
+                    tracing::info!(user = %record.user.username, scopes = %scopes, "token refreshed");
+                    return Ok(IssuedToken {
+                        access_token: access.token,
+                        expires_in: self.access_ttl,
+                        scopes,
+                        refresh_token: Some(refresh.token),
+                    });
+                }
+                Rotation::SessionEnded => return Err(LoginError::InvalidRefreshToken),
+                Rotation::AlreadySpent => continue,
+            }
+        }
+        Err(LoginError::InvalidRefreshToken)
+    }
+
+    /// Whether `record` may be refreshed at `now` (Unix ms), and with which scopes:
+    /// `requested`, which must lie within the session's, or else all of the session's
+    /// (those granted at login that the user still has).
+    fn refreshable(
+        &self,
+        record: &RefreshRecord,
+        requested: Option<&Scopes>,
+        now: i64,
+    ) -> Result<Scopes, LoginError> {
+        let idle_deadline = record
+            .issued_at
+            .saturating_add(millis(self.refresh.idle_ttl));
+        let unspent_but_idle = record.spent_at.is_none() && idle_deadline <= now;
+        if record.session_revoked || record.session_expires_at <= now || unspent_but_idle {
+            return Err(LoginError::InvalidRefreshToken);
+        }
+        if record.user.disabled {
+            return Err(LoginError::InactiveUser);
+        }
+        let session = record
+            .session_scopes
+            .intersection(&record.user.allowed_scopes());
+        match requested {
+            None => Ok(session),
+            Some(requested) if requested.is_subset(&session) => Ok(requested.clone()),
+            Some(_) => Err(LoginError::ScopeTooWide),
+        }
+    }
+
+    /// A spent refresh token presented again this soon is a retry, not a theft.
+    fn is_retry(&self, spent_at: i64, now: i64) -> bool {
+        now.saturating_sub(spent_at) < millis(self.refresh.reuse_grace)
+    }
+
+    /// The user holding access token `token`, if the token is live, carries `required`
+    /// (when given), and the user is active. The scopes that count are those granted
+    /// with the token that the user still has.
     pub async fn current_user(
         &self,
         token: &str,
@@ -203,15 +413,18 @@ impl Auth {
             return Err(AccessError::InvalidToken);
         }
         let digest = TokenDigest::of(token);
-        let now = SystemTime::now();
-        let live = match self.tokens.get(&digest, token::unix_millis(now)) {
+        let now = unix_millis(SystemTime::now());
+        let live = match self.tokens.get(&digest, now) {
             Some(live) => live,
             None => {
-                let live = token::find_user_by_token(&self.db, &digest, now)
+                let started = self.tokens.read_started();
+                let live = self
+                    .store
+                    .find_live_token(digest.as_bytes(), now)
                     .await?
                     .ok_or(AccessError::InvalidToken)?;
                 let live = Arc::new(live);
-                self.tokens.insert(digest, live.clone());
+                self.tokens.insert(digest, live.clone(), started);
                 live
             }
         };
@@ -230,28 +443,46 @@ impl Auth {
         Ok(user.clone())
     }
 
-    /// Revokes `token` (RFC 7009): unknown or dead tokens are fine.
+    /// Revokes `token` (RFC 7009): a refresh token ends its whole session, access tokens
+    /// included; an access token ends only itself. Unknown or dead tokens are fine.
     pub async fn revoke(&self, token: &str) -> Result<(), LoginError> {
-        if token::is_well_formed(token) {
-            let digest = TokenDigest::of(token);
-            token::revoke(&self.db, &digest, SystemTime::now()).await?;
-            self.tokens.remove(&digest);
+        if !token::is_well_formed(token) {
+            return Ok(());
+        }
+        let digest = TokenDigest::of(token);
+        let now = unix_millis(SystemTime::now());
+        match self
+            .store
+            .session_of_refresh_token(digest.as_bytes())
+            .await?
+        {
+            Some(session) => self.store.revoke_session(session, now).await?,
+            None => {
+                self.store
+                    .revoke_access_token(digest.as_bytes(), now)
+                    .await?;
+            }
         }
         Ok(())
     }
 
-    /// Housekeeping: deletes expired and revoked tokens and forgets ended throttle
-    /// windows. Returns how many token rows went.
+    /// Housekeeping: deletes what can never be used again (expired and revoked tokens,
+    /// dead sessions, ended throttle windows). Returns how many rows went.
     pub async fn sweep(&self) -> Result<u64, sqlx::Error> {
-        self.throttle.prune();
         self.tokens.prune();
-        token::delete_dead(&self.db, SystemTime::now()).await
+        self.store
+            .delete_dead(
+                unix_millis(SystemTime::now()),
+                millis(self.refresh.idle_ttl),
+                millis(self.failure_window),
+            )
+            .await
     }
 
-    /// How often [`Auth::sweep`] should run: often enough that dead tokens do not pile
-    /// up, rarely enough to cost nothing.
+    /// How often [`Auth::sweep`] should run: often enough that dead rows do not pile up,
+    /// rarely enough to cost nothing.
     pub fn sweep_interval(&self) -> Duration {
-        self.token_ttl
+        self.access_ttl
             .clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 }

@@ -40,6 +40,17 @@ async fn the_openapi_document_declares_the_password_flow_with_its_scopes() {
     assert_eq!(scheme["type"], "oauth2");
     let flow = &scheme["flows"]["password"];
     assert_eq!(flow["tokenUrl"], "token");
+    assert_eq!(flow["refreshUrl"], "token");
+    let form = &spec["components"]["schemas"]["TokenRequest"]["properties"];
+    for field in [
+        "grant_type",
+        "username",
+        "password",
+        "refresh_token",
+        "scope",
+    ] {
+        assert!(form[field].is_object(), "the token form documents {field}");
+    }
     assert!(flow["scopes"]["me"].is_string());
     assert!(flow["scopes"]["items"].is_string());
     for (path, scopes) in [
@@ -92,39 +103,41 @@ async fn health_says_ok_while_the_database_answers() {
 }
 
 #[tokio::test]
-async fn without_a_database_the_service_answers_503_json() {
-    let app = spawn_app().await;
-    let token = app.token_for("johndoe", "secret", "").await;
-    app.auth.db().close().await;
-
-    let health = app.get("/health").send().await.unwrap();
-    let me = app.get_with_token("/users/me", &token).await;
-    let login = app.login("johndoe", "secret").await;
-
-    for response in [health, me, login] {
-        assert_eq!(response.status(), 503);
-        assert!(response.headers().contains_key("retry-after"));
-        let body: Value = response.json().await.unwrap();
-        assert!(body["detail"].is_string());
-    }
-}
-
-#[tokio::test]
-async fn an_unknown_path_is_json_404() {
-    let app = spawn_app().await;
-
-    for path in ["/nope", "/users", "/users/me/other", "/token/x"] {
-        let (status, body) = status_and_json(app.get(path).send().await.unwrap()).await;
-        assert_eq!(status, 404, "{path}");
-        assert_eq!(body, json!({"detail": "Not Found"}));
-    }
-}
-
-#[tokio::test]
 async fn the_docs_and_the_document_only_answer_get() {
     let app = spawn_app().await;
 
     for path in ["/docs", "/openapi.json"] {
         app.assert_method_not_allowed("POST", path, "GET").await;
+    }
+}
+
+both_backends! {
+    #[tokio::test]
+    async fn without_a_database_the_service_answers_503_json() {
+        let app = spawn_app().await;
+        let token = app.token_for("johndoe", "secret", "").await;
+        app.close_database().await;
+
+        let health = app.get("/health").send().await.unwrap();
+        let me = app.get_with_token("/users/me", &token).await;
+        let login = app.login("johndoe", "secret").await;
+
+        for response in [health, me, login] {
+            assert_eq!(response.status(), 503);
+            assert!(response.headers().contains_key("retry-after"));
+            let body: Value = response.json().await.unwrap();
+            assert!(body["detail"].is_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_path_is_json_404() {
+        let app = spawn_app().await;
+
+        for path in ["/nope", "/users", "/users/me/other", "/token/x"] {
+            let (status, body) = status_and_json(app.get(path).send().await.unwrap()).await;
+            assert_eq!(status, 404, "{path}");
+            assert_eq!(body, json!({"detail": "Not Found"}));
+        }
     }
 }

@@ -1,21 +1,229 @@
-//! A real server per test: its own temporary SQLite file, a free port, real HTTP.
+//! A real server per test: its own database (a temporary SQLite file, or a PostgreSQL
+//! database made for it), a free port, real HTTP.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{future::Future, path::PathBuf, sync::Arc};
 
 use reqwest::{Client, RequestBuilder, Response};
 use serde_json::Value;
-use simple_oauth2::{Server, Settings, auth::Auth};
+use simple_oauth2::{Server, Settings, auth::Auth, store::Pool};
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
+
+/// Writes each test twice: `name::sqlite` and `name::postgres`, the body run with
+/// [`spawn_app`] and [`TestDatabase::new`] on that backend. Attributes (`#[tokio::test]`
+/// with its options) apply to both.
+macro_rules! both_backends {
+    ($($(#[$attr:meta])* async fn $name:ident() $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                async fn run() $body
+
+                $(#[$attr])*
+                async fn sqlite() {
+                    $crate::helpers::on_backend($crate::helpers::Backend::Sqlite, run()).await
+                }
+
+                $(#[$attr])*
+                async fn postgres() {
+                    $crate::helpers::on_backend($crate::helpers::Backend::Postgres, run()).await
+                }
+            }
+        )*
+    };
+}
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+tokio::task_local! {
+    static BACKEND: Backend;
+}
+
+/// The backend of the running test (SQLite outside [`both_backends!`]).
+pub fn backend() -> Backend {
+    BACKEND
+        .try_with(|backend| *backend)
+        .unwrap_or(Backend::Sqlite)
+}
+
+/// Runs `test` on `backend`; on PostgreSQL only when a server answers (see
+/// [`postgres_available`]).
+pub async fn on_backend(backend: Backend, test: impl Future<Output = ()>) {
+    if backend == Backend::Postgres && !postgres_available().await {
+        return;
+    }
+    BACKEND.scope(backend, test).await;
+}
+
+/// The PostgreSQL server the tests make their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Whether the PostgreSQL tests can run. Without a server they are skipped, and say so,
+/// unless `REQUIRE_POSTGRES_TESTS=1` (as in CI), where that fails them.
+pub async fn postgres_available() -> bool {
+    static AVAILABLE: tokio::sync::OnceCell<Result<(), String>> =
+        tokio::sync::OnceCell::const_new();
+    let available = AVAILABLE
+        .get_or_init(|| async {
+            let url = postgres_admin_url();
+            let connect = sqlx::PgPool::connect(&url);
+            match tokio::time::timeout(std::time::Duration::from_secs(3), connect).await {
+                Ok(Ok(pool)) => {
+                    pool.close().await;
+                    Ok(())
+                }
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(_) => Err("no answer within 3 s".into()),
+            }
+        })
+        .await;
+    match available {
+        Ok(()) => true,
+        Err(reason) => {
+            assert!(
+                std::env::var("REQUIRE_POSTGRES_TESTS").as_deref() != Ok("1"),
+                "PostgreSQL is required (REQUIRE_POSTGRES_TESTS=1) but {} does not answer: {reason}",
+                postgres_admin_url()
+            );
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                say_skipped(
+                    "PostgreSQL tests",
+                    &format!(
+                        "no server at {} ({reason}); set TEST_POSTGRES_URL, or start PostgreSQL",
+                        postgres_admin_url()
+                    ),
+                );
+            });
+            false
+        }
+    }
+}
+
+/// A database of a test's own: a SQLite file in a temporary folder, or a PostgreSQL
+/// database created for it and dropped afterwards.
+pub struct TestDatabase {
+    pub url: String,
+    /// The SQLite file, when the backend is SQLite.
+    pub sqlite_path: Option<PathBuf>,
+    _dir: TempDir,
+    postgres_name: Option<String>,
+}
+
+impl TestDatabase {
+    /// A fresh, empty database on the running test's backend.
+    pub async fn new() -> Self {
+        Self::on(backend()).await
+    }
+
+    pub async fn on(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        match backend {
+            Backend::Sqlite => {
+                let path = dir.path().join("test.db");
+                Self {
+                    url: format!("sqlite:{}", path.display()),
+                    sqlite_path: Some(path),
+                    _dir: dir,
+                    postgres_name: None,
+                }
+            }
+            Backend::Postgres => {
+                let name = format!("simple_oauth2_test_{}", random_suffix());
+                let admin = sqlx::PgPool::connect(&postgres_admin_url())
+                    .await
+                    .expect("PostgreSQL answers");
+                sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+                    .execute(&admin)
+                    .await
+                    .expect("a test database is created");
+                admin.close().await;
+                let mut url = postgres_admin_url();
+                let slash = url.rfind('/').expect("a database name in the URL");
+                url.replace_range(slash + 1.., &name);
+                Self {
+                    url,
+                    sqlite_path: None,
+                    _dir: dir,
+                    postgres_name: Some(name),
+                }
+            }
+        }
+    }
+
+    /// The SQLite file at `path`, keeping `dir` as long as the database lives.
+    pub fn sqlite_file(dir: TempDir, path: PathBuf) -> Self {
+        Self::sqlite_url(dir, format!("sqlite:{}", path.display()), path)
+    }
+
+    /// The SQLite file at `path` opened through `url` (with options such as `?mode=ro`).
+    pub fn sqlite_url(dir: TempDir, url: String, path: PathBuf) -> Self {
+        Self {
+            url,
+            sqlite_path: Some(path),
+            _dir: dir,
+            postgres_name: None,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        if self.postgres_name.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.postgres_name.take() else {
+            return;
+        };
+        // Drop may run inside a runtime; a thread of its own can block on its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                if let Ok(admin) = sqlx::PgPool::connect(&postgres_admin_url()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "drop database if exists {name} with (force)"
+                    )))
+                    .execute(&admin)
+                    .await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("random bytes");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 pub struct TestApp {
     pub address: String,
     pub client: Client,
-    pub db_path: PathBuf,
     pub auth: Arc<Auth>,
+    pub database: Arc<TestDatabase>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
-    _dir: TempDir,
 }
 
 /// The service with its default settings on a fresh database.
@@ -25,23 +233,30 @@ pub async fn spawn_app() -> TestApp {
 
 /// The service on a fresh database, with settings changed by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let db_path = dir.path().join("test.db");
-    spawn_app_at(dir, db_path, configure).await
+    spawn_app_on(Arc::new(TestDatabase::new().await), configure).await
 }
 
-/// The service on the database at `db_path`, keeping `dir` until the app is dropped.
-pub async fn spawn_app_at(
-    dir: TempDir,
-    db_path: PathBuf,
+/// The service on `database` (which other apps may share), with settings changed by
+/// `configure`.
+pub async fn spawn_app_on(
+    database: Arc<TestDatabase>,
     configure: impl FnOnce(&mut Settings),
 ) -> TestApp {
-    let mut settings = Settings::with_database(format!("sqlite:{}", db_path.display()));
+    let mut settings = Settings::with_database(database.url.clone());
     settings.port = 0;
     configure(&mut settings);
     let server = Server::build(&settings).await.expect("server starts");
     let address = format!("http://{}", server.local_addr());
     let auth = server.auth();
+    let expected = match database.backend() {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    assert_eq!(
+        auth.store().backend(),
+        expected,
+        "the app runs on the test's backend"
+    );
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(server.run_until(async {
         let _ = stop.await;
@@ -49,12 +264,21 @@ pub async fn spawn_app_at(
     TestApp {
         address,
         client: Client::new(),
-        db_path,
         auth,
+        database,
         shutdown: Some(shutdown),
         server: Some(server),
-        _dir: dir,
     }
+}
+
+/// Runs `$body` with `$pool` bound to the app's pool, whichever backend it is.
+macro_rules! on_test_pool {
+    ($app:expr, $pool:ident => $body:expr) => {
+        match $app.auth.store().pool() {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
 }
 
 impl TestApp {
@@ -101,13 +325,33 @@ impl TestApp {
 
     /// Logs in and returns the access token; panics unless the login succeeds.
     pub async fn token_for(&self, username: &str, password: &str, scope: &str) -> String {
+        self.tokens_for(username, password, scope).await.0
+    }
+
+    /// Logs in and returns the access token and the refresh token.
+    pub async fn tokens_for(
+        &self,
+        username: &str,
+        password: &str,
+        scope: &str,
+    ) -> (String, String) {
         let response = self.login_with_scope(username, password, scope).await;
         assert_eq!(response.status(), 200, "login as {username} failed");
         let body: Value = response.json().await.expect("JSON body");
-        body["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned()
+        let token = |name: &str| body[name].as_str().unwrap_or_default().to_owned();
+        (token("access_token"), token("refresh_token"))
+    }
+
+    /// `grant_type=refresh_token` with `refresh_token` and, when given, `scope`.
+    pub async fn refresh(&self, refresh_token: &str, scope: Option<&str>) -> Response {
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        self.post_token(&form).await
     }
 
     /// `GET path` with `Authorization: Bearer <token>`.
@@ -117,6 +361,33 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    /// The status of `GET path` with `token` after a change made outside this app (the
+    /// CLI, plain SQL): asked once on SQLite, where such a change counts from the next
+    /// request; on PostgreSQL asked again until it is `expected` or a second has passed,
+    /// the contract's bound for changes made by another process.
+    pub async fn status_after_outside_change(&self, path: &str, token: &str, expected: u16) -> u16 {
+        let deadline = match self.database.backend() {
+            Backend::Sqlite => std::time::Duration::ZERO,
+            Backend::Postgres => std::time::Duration::from_secs(1),
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let status = self.get_with_token(path, token).await.status().as_u16();
+            if status == expected || started.elapsed() >= deadline {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The status of `GET /users/me` with `token`.
+    pub async fn me_status(&self, token: &str) -> u16 {
+        self.get_with_token("/users/me", token)
+            .await
+            .status()
+            .as_u16()
     }
 
     /// Checks that `method path` gets the contract's 405, naming `allow`.
@@ -145,18 +416,54 @@ impl TestApp {
     pub fn cli(&self, args: &[&str]) -> assert_cmd::Command {
         let mut command = assert_cmd::Command::new(env!("CARGO_BIN_EXE_simple-oauth2"));
         command
-            .env("DATABASE_URL", format!("sqlite:{}", self.db_path.display()))
+            .env("DATABASE_URL", &self.database.url)
             .env("RUST_LOG", "warn")
             .args(args);
         command
     }
 
-    /// Every byte of the database file and its write-ahead log.
+    /// Runs a statement with text parameters (`$1`, `$2`, ...).
+    pub async fn sql_execute(&self, sql: &'static str, params: &[&str]) {
+        on_test_pool!(self, pool => {
+            let mut query = sqlx::query(sql);
+            for param in params {
+                query = query.bind(*param);
+            }
+            query.execute(pool).await.expect("SQL runs");
+        })
+    }
+
+    /// The single integer a query answers.
+    pub async fn sql_i64(&self, sql: &'static str) -> i64 {
+        on_test_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await.expect("SQL runs"))
+    }
+
+    /// The strings a query answers, one per row.
+    pub async fn sql_strings(&self, sql: &'static str) -> Vec<String> {
+        on_test_pool!(self, pool => sqlx::query_scalar(sql).fetch_all(pool).await.expect("SQL runs"))
+    }
+
+    /// Every byte of the SQLite database file and its write-ahead log.
     pub fn database_bytes(&self) -> Vec<u8> {
-        let mut bytes = std::fs::read(&self.db_path).expect("database file");
-        let wal = self.db_path.with_extension("db-wal");
+        let path = self.sqlite_path();
+        let mut bytes = std::fs::read(path).expect("database file");
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
         bytes.extend(std::fs::read(wal).unwrap_or_default());
         bytes
+    }
+
+    /// The SQLite database file; panics on PostgreSQL.
+    pub fn sqlite_path(&self) -> &std::path::Path {
+        self.database
+            .sqlite_path
+            .as_deref()
+            .expect("a SQLite database")
+    }
+
+    /// Closes the app's connections to its database, as if the database went away.
+    pub async fn close_database(&self) {
+        self.auth.store().close().await;
     }
 
     /// Stops the server the way SIGTERM would, and waits for it.
@@ -180,16 +487,28 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    pub fn start(db_path: &std::path::Path) -> Self {
+    /// Starts the binary on `database_url`, with the per-address limit off and `envs`.
+    pub fn start(database_url: &str, envs: &[(&str, &str)]) -> Self {
+        Self::start_with(database_url, envs, |_| {})
+    }
+
+    /// Like [`ServerProcess::start`], with the command adjusted by `adjust` first.
+    pub fn start_with(
+        database_url: &str,
+        envs: &[(&str, &str)],
+        adjust: impl FnOnce(&mut std::process::Command),
+    ) -> Self {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_simple-oauth2"))
-            .env("DATABASE_URL", format!("sqlite:{}", db_path.display()))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_simple-oauth2"));
+        command
+            .env("DATABASE_URL", database_url)
             .env("PORT", "0")
             .env("LOGIN_MAX_FAILURES_PER_ADDRESS", "0")
+            .envs(envs.iter().copied())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("binary starts");
+            .stderr(std::process::Stdio::null());
+        adjust(&mut command);
+        let mut child = command.spawn().expect("binary starts");
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let (found, address) = std::sync::mpsc::channel();
         // Reads the address from the start-up line, then keeps draining the output so

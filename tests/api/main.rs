@@ -1,11 +1,15 @@
-//! One integration-test binary: every test talks HTTP to a real server on its own
-//! temporary SQLite file.
+//! One integration-test binary: every test talks HTTP to a real server on a database of
+//! its own. Tests in `both_backends!` run twice: on a temporary SQLite file and on a
+//! PostgreSQL database made for them (skipped, loudly, when no server answers).
+
+#[macro_use]
+mod helpers;
 
 mod browser;
 mod cli;
 mod docs;
-mod helpers;
 mod lifecycle;
+mod refresh;
 mod reliability;
 mod scopes;
 mod storage;

@@ -1,12 +1,12 @@
 //! Reliability: many clients at once, a killed process, a graceful stop, a full disk.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use futures_util::future::join_all;
 use reqwest::Client;
 use serde_json::Value;
 
-use crate::helpers::{ServerProcess, say_skipped, spawn_app, spawn_app_at};
+use crate::helpers::{ServerProcess, TestDatabase, say_skipped, spawn_app, spawn_app_on};
 
 async fn login(client: &Client, address: &str) -> Result<(u16, Option<String>), reqwest::Error> {
     let response = client
@@ -30,88 +30,6 @@ async fn me_status(client: &Client, address: &str, token: &str) -> u16 {
         .as_u16()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn parallel_logins_reads_and_revocations_never_fail_on_the_database() {
-    let app = spawn_app().await;
-    let seed_tokens: Vec<String> =
-        join_all((0..20).map(|_| app.token_for("johndoe", "secret", ""))).await;
-    let (to_revoke, to_keep) = seed_tokens.split_at(10);
-
-    let logins = join_all((0..200).map(|_| login(&app.client, &app.address)));
-    let reads = join_all((0..2000).map(|i| {
-        let token = &seed_tokens[i % seed_tokens.len()];
-        me_status(&app.client, &app.address, token)
-    }));
-    let revocations = join_all(to_revoke.iter().map(|token| app.revoke(token)));
-    let (logins, reads, revocations) = tokio::join!(logins, reads, revocations);
-
-    let mut issued = Vec::new();
-    for result in logins {
-        let (status, token) = result.expect("login answered");
-        assert_eq!(status, 200);
-        issued.push(token.expect("a token"));
-    }
-    for status in reads {
-        assert!(status == 200 || status == 401, "a read got {status}");
-    }
-    for response in revocations {
-        assert_eq!(response.status(), 200);
-    }
-    for token in issued.iter().chain(to_keep) {
-        assert_eq!(me_status(&app.client, &app.address, token).await, 200);
-    }
-    for token in to_revoke {
-        assert_eq!(me_status(&app.client, &app.address, token).await, 401);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_server_restarts_with_every_answered_token_and_user_intact() {
-    let dir = tempfile::tempdir().unwrap();
-    let db_path = dir.path().join("crash.db");
-    let server = ServerProcess::start(&db_path);
-    let client = Client::new();
-
-    // Eight clients log in over and over; the server is killed in the middle.
-    let address = server.address.clone();
-    let load = tokio::spawn({
-        let client = client.clone();
-        async move {
-            let clients = (0..8).map(|_| {
-                let client = client.clone();
-                let address = address.clone();
-                async move {
-                    let mut tokens = Vec::new();
-                    while let Ok((200, Some(token))) = login(&client, &address).await {
-                        tokens.push(token);
-                    }
-                    tokens
-                }
-            });
-            join_all(clients).await.concat()
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    drop(server); // SIGKILL
-    let answered = load.await.unwrap();
-    assert!(
-        !answered.is_empty(),
-        "no login was answered before the kill"
-    );
-
-    let restarted = ServerProcess::start(&db_path);
-    for token in &answered {
-        assert_eq!(me_status(&client, &restarted.address, token).await, 200);
-    }
-    assert_eq!(
-        login(&client, &restarted.address).await.unwrap().0,
-        200,
-        "the seeded user still logs in"
-    );
-    drop(restarted);
-    assert_database_is_intact(&db_path).await;
-}
-
 async fn assert_database_is_intact(db_path: &Path) {
     let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db_path.display()))
         .await
@@ -130,46 +48,6 @@ async fn assert_database_is_intact(db_path: &Path) {
     assert_eq!((users[0].0.as_str(), users[0].1), ("alice", true));
     assert_eq!((users[1].0.as_str(), users[1].1), ("johndoe", false));
     assert!(users.iter().all(|u| u.2.starts_with("$argon2id$")));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_accepted_requests_finish_then_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let db_path = dir.path().join("term.db");
-    let mut server = ServerProcess::start(&db_path);
-    let client = Client::new();
-
-    // Sixteen logins queue behind the hashing limit: several hundred ms of work.
-    let address = server.address.clone();
-    let in_flight =
-        tokio::spawn(async move { join_all((0..16).map(|_| login(&client, &address))).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    server.signal(libc::SIGTERM);
-
-    for result in in_flight.await.unwrap() {
-        assert_eq!(
-            result
-                .map_err(|e| format!("{e:?}"))
-                .expect("an accepted request is answered")
-                .0,
-            200
-        );
-    }
-    let status = tokio::task::spawn_blocking(move || {
-        let status = server.child.wait();
-        (status, server)
-    })
-    .await
-    .unwrap();
-    assert!(status.0.unwrap().success(), "exit status");
-    let refused = Client::new()
-        .get(format!("{}/health", status.1.address))
-        .send()
-        .await;
-    assert!(
-        refused.is_err(),
-        "new connections are refused after shutdown"
-    );
 }
 
 /// A tiny tmpfs, unmounted on drop; `None` where mounting is not allowed.
@@ -220,7 +98,8 @@ async fn a_full_disk_gives_503_and_the_service_recovers_when_space_returns() {
         return;
     };
     let holder = tempfile::tempdir().unwrap();
-    let app = spawn_app_at(holder, disk.dir.path().join("full.db"), |_| {}).await;
+    let database = TestDatabase::sqlite_file(holder, disk.dir.path().join("full.db"));
+    let app = spawn_app_on(Arc::new(database), |_| {}).await;
     let token = app.token_for("johndoe", "secret", "").await;
 
     let filler = disk.fill();
@@ -248,16 +127,15 @@ async fn a_full_disk_gives_503_and_the_service_recovers_when_space_returns() {
 async fn a_read_only_database_gives_503_for_writes_and_keeps_serving_reads() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("ro.db");
-    let writable = spawn_app_at(tempfile::tempdir().unwrap(), db_path.clone(), |_| {}).await;
+    let database = Arc::new(TestDatabase::sqlite_file(dir, db_path.clone()));
+    let writable = spawn_app_on(database.clone(), |_| {}).await;
     let token = writable.token_for("johndoe", "secret", "").await;
     writable.stop().await;
 
     // The same file, opened read-only, as after a remount or a change of permissions.
     let read_only_url = format!("sqlite:{}?mode=ro", db_path.display());
-    let app = spawn_app_at(tempfile::tempdir().unwrap(), db_path, |s| {
-        s.database.database_url = read_only_url;
-    })
-    .await;
+    let read_only = TestDatabase::sqlite_url(tempfile::tempdir().unwrap(), read_only_url, db_path);
+    let app = spawn_app_on(Arc::new(read_only), |_| {}).await;
 
     for response in [
         app.get("/health").send().await.unwrap(),
@@ -270,4 +148,128 @@ async fn a_read_only_database_gives_503_for_writes_and_keeps_serving_reads() {
         assert!(body["detail"].is_string());
     }
     assert_eq!(app.get_with_token("/users/me", &token).await.status(), 200);
+}
+
+both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_logins_reads_and_revocations_never_fail_on_the_database() {
+        let app = spawn_app().await;
+        let seed_tokens: Vec<String> =
+            join_all((0..20).map(|_| app.token_for("johndoe", "secret", ""))).await;
+        let (to_revoke, to_keep) = seed_tokens.split_at(10);
+
+        let logins = join_all((0..200).map(|_| login(&app.client, &app.address)));
+        let reads = join_all((0..2000).map(|i| {
+            let token = &seed_tokens[i % seed_tokens.len()];
+            me_status(&app.client, &app.address, token)
+        }));
+        let revocations = join_all(to_revoke.iter().map(|token| app.revoke(token)));
+        let (logins, reads, revocations) = tokio::join!(logins, reads, revocations);
+
+        let mut issued = Vec::new();
+        for result in logins {
+            let (status, token) = result.expect("login answered");
+            assert_eq!(status, 200);
+            issued.push(token.expect("a token"));
+        }
+        for status in reads {
+            assert!(status == 200 || status == 401, "a read got {status}");
+        }
+        for response in revocations {
+            assert_eq!(response.status(), 200);
+        }
+        for token in issued.iter().chain(to_keep) {
+            assert_eq!(me_status(&app.client, &app.address, token).await, 200);
+        }
+        for token in to_revoke {
+            assert_eq!(me_status(&app.client, &app.address, token).await, 401);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_server_restarts_with_every_answered_token_and_user_intact() {
+        let database = TestDatabase::new().await;
+        let server = ServerProcess::start(&database.url, &[]);
+        let client = Client::new();
+
+        // Eight clients log in over and over; the server is killed in the middle.
+        let address = server.address.clone();
+        let load = tokio::spawn({
+            let client = client.clone();
+            async move {
+                let clients = (0..8).map(|_| {
+                    let client = client.clone();
+                    let address = address.clone();
+                    async move {
+                        let mut tokens = Vec::new();
+                        while let Ok((200, Some(token))) = login(&client, &address).await {
+                            tokens.push(token);
+                        }
+                        tokens
+                    }
+                });
+                join_all(clients).await.concat()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        drop(server); // SIGKILL
+        let answered = load.await.unwrap();
+        assert!(
+            !answered.is_empty(),
+            "no login was answered before the kill"
+        );
+
+        let restarted = ServerProcess::start(&database.url, &[]);
+        for token in &answered {
+            assert_eq!(me_status(&client, &restarted.address, token).await, 200);
+        }
+        assert_eq!(
+            login(&client, &restarted.address).await.unwrap().0,
+            200,
+            "the seeded user still logs in"
+        );
+        drop(restarted);
+        if let Some(db_path) = &database.sqlite_path {
+            assert_database_is_intact(db_path).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigterm_lets_accepted_requests_finish_then_exits_0() {
+        let database = TestDatabase::new().await;
+        let mut server = ServerProcess::start(&database.url, &[]);
+        let client = Client::new();
+
+        // Sixteen logins queue behind the hashing limit: several hundred ms of work.
+        let address = server.address.clone();
+        let in_flight =
+            tokio::spawn(async move { join_all((0..16).map(|_| login(&client, &address))).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.signal(libc::SIGTERM);
+
+        for result in in_flight.await.unwrap() {
+            assert_eq!(
+                result
+                    .map_err(|e| format!("{e:?}"))
+                    .expect("an accepted request is answered")
+                    .0,
+                200
+            );
+        }
+        let status = tokio::task::spawn_blocking(move || {
+            let status = server.child.wait();
+            (status, server)
+        })
+        .await
+        .unwrap();
+        assert!(status.0.unwrap().success(), "exit status");
+        let refused = Client::new()
+            .get(format!("{}/health", status.1.address))
+            .send()
+            .await;
+        assert!(
+            refused.is_err(),
+            "new connections are refused after shutdown"
+        );
+    }
 }

@@ -21,10 +21,7 @@ async fn the_raw_token_never_reaches_the_database_file() {
 async fn seeded_passwords_are_argon2id_hashes() {
     let app = spawn_app().await;
 
-    let hashes: Vec<String> = sqlx::query_scalar("select hashed_password from users")
-        .fetch_all(app.auth.db())
-        .await
-        .unwrap();
+    let hashes = app.sql_strings("select hashed_password from users").await;
 
     assert_eq!(hashes.len(), 2);
     for hash in hashes {
@@ -43,7 +40,7 @@ async fn the_database_file_is_readable_by_its_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let app = spawn_app().await;
 
-    let mode = std::fs::metadata(&app.db_path)
+    let mode = std::fs::metadata(app.sqlite_path())
         .unwrap()
         .permissions()
         .mode();

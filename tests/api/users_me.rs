@@ -16,42 +16,6 @@ async fn me_with_header(app: &crate::helpers::TestApp, value: &str) -> reqwest::
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_live_token_of_an_active_user_shows_exactly_the_four_fields() {
-    let app = spawn_app().await;
-    let token = app.token_for("johndoe", "secret", "").await;
-
-    let (status, body) = status_and_json(app.get_with_token("/users/me", &token).await).await;
-
-    assert_eq!(status, 200);
-    assert_eq!(
-        body,
-        json!({
-            "username": "johndoe",
-            "email": "johndoe@example.com",
-            "full_name": "John Doe",
-            "disabled": false,
-        })
-    );
-    let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
-    assert_eq!(keys, ["username", "email", "full_name", "disabled"]);
-}
-
-#[tokio::test]
-async fn the_scheme_is_case_insensitive_and_spaces_before_the_token_are_skipped() {
-    let app = spawn_app().await;
-    let token = app.token_for("johndoe", "secret", "").await;
-
-    for value in [
-        format!("bearer {token}"),
-        format!("BEARER   {token}"),
-        format!("Bearer    {token}"),
-    ] {
-        let response = me_with_header(&app, &value).await;
-        assert_eq!(response.status(), 200, "{value}");
-    }
-}
-
 async fn assert_not_authenticated(response: reqwest::Response) {
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
@@ -72,84 +36,122 @@ async fn assert_invalid_token(response: reqwest::Response) {
     );
 }
 
-#[tokio::test]
-async fn no_authorization_header_is_not_authenticated() {
-    let app = spawn_app().await;
+both_backends! {
+    #[tokio::test]
+    async fn a_live_token_of_an_active_user_shows_exactly_the_four_fields() {
+        let app = spawn_app().await;
+        let token = app.token_for("johndoe", "secret", "").await;
 
-    assert_not_authenticated(app.get("/users/me").send().await.unwrap()).await;
-}
+        let (status, body) = status_and_json(app.get_with_token("/users/me", &token).await).await;
 
-#[tokio::test]
-async fn another_scheme_is_not_authenticated() {
-    let app = spawn_app().await;
-    let token = app.token_for("johndoe", "secret", "").await;
-
-    for value in [
-        "Basic Og==".to_owned(),
-        "Notexistent testtoken".to_owned(),
-        format!("Token {token}"),
-    ] {
-        assert_not_authenticated(me_with_header(&app, &value).await).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            json!({
+                "username": "johndoe",
+                "email": "johndoe@example.com",
+                "full_name": "John Doe",
+                "disabled": false,
+            })
+        );
+        let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["username", "email", "full_name", "disabled"]);
     }
-}
 
-#[tokio::test]
-async fn a_token_in_the_query_string_is_not_accepted() {
-    let app = spawn_app().await;
-    let token = app.token_for("johndoe", "secret", "").await;
+    #[tokio::test]
+    async fn the_scheme_is_case_insensitive_and_spaces_before_the_token_are_skipped() {
+        let app = spawn_app().await;
+        let token = app.token_for("johndoe", "secret", "").await;
 
-    for query in ["access_token", "token"] {
-        let response = app
-            .get(&format!("/users/me?{query}={token}"))
-            .send()
-            .await
-            .unwrap();
-        assert_not_authenticated(response).await;
+        for value in [
+            format!("bearer {token}"),
+            format!("BEARER   {token}"),
+            format!("Bearer    {token}"),
+        ] {
+            let response = me_with_header(&app, &value).await;
+            assert_eq!(response.status(), 200, "{value}");
+        }
     }
-}
 
-#[tokio::test]
-async fn unknown_malformed_or_empty_tokens_are_invalid() {
-    let app = spawn_app().await;
-    let token = app.token_for("johndoe", "secret", "").await;
-    let unknown = "A".repeat(43);
-    let tampered = format!(
-        "{}{}",
-        &token[..42],
-        if token.ends_with('A') { 'B' } else { 'A' }
-    );
+    #[tokio::test]
+    async fn no_authorization_header_is_not_authenticated() {
+        let app = spawn_app().await;
 
-    for value in [
-        format!("Bearer {unknown}"),
-        format!("Bearer {tampered}"),
-        format!("Bearer {token}x"),
-        "Bearer johndoe".to_owned(),
-        "Bearer".to_owned(),
-        "Bearer    ".to_owned(),
-        "Bearer é".to_owned(),
-    ] {
-        assert_invalid_token(me_with_header(&app, &value).await).await;
+        assert_not_authenticated(app.get("/users/me").send().await.unwrap()).await;
     }
-}
 
-#[tokio::test]
-async fn a_disabled_users_token_gets_inactive_user() {
-    let app = spawn_app().await;
-    let token = app.token_for("alice", "secret2", "").await;
+    #[tokio::test]
+    async fn another_scheme_is_not_authenticated() {
+        let app = spawn_app().await;
+        let token = app.token_for("johndoe", "secret", "").await;
 
-    let (status, body) = status_and_json(app.get_with_token("/users/me", &token).await).await;
+        for value in [
+            "Basic Og==".to_owned(),
+            "Notexistent testtoken".to_owned(),
+            format!("Token {token}"),
+        ] {
+            assert_not_authenticated(me_with_header(&app, &value).await).await;
+        }
+    }
 
-    assert_eq!(status, 400);
-    assert_eq!(body, json!({"detail": "Inactive user"}));
-}
+    #[tokio::test]
+    async fn a_token_in_the_query_string_is_not_accepted() {
+        let app = spawn_app().await;
+        let token = app.token_for("johndoe", "secret", "").await;
 
-#[tokio::test]
-async fn other_methods_are_not_allowed() {
-    let app = spawn_app().await;
+        for query in ["access_token", "token"] {
+            let response = app
+                .get(&format!("/users/me?{query}={token}"))
+                .send()
+                .await
+                .unwrap();
+            assert_not_authenticated(response).await;
+        }
+    }
 
-    for path in ["/users/me", "/users/me/items", "/health"] {
-        for method in ["POST", "PUT", "DELETE"] {
-            app.assert_method_not_allowed(method, path, "GET").await;
+    #[tokio::test]
+    async fn unknown_malformed_or_empty_tokens_are_invalid() {
+        let app = spawn_app().await;
+        let token = app.token_for("johndoe", "secret", "").await;
+        let unknown = "A".repeat(43);
+        let tampered = format!(
+            "{}{}",
+            &token[..42],
+            if token.ends_with('A') { 'B' } else { 'A' }
+        );
+
+        for value in [
+            format!("Bearer {unknown}"),
+            format!("Bearer {tampered}"),
+            format!("Bearer {token}x"),
+            "Bearer johndoe".to_owned(),
+            "Bearer".to_owned(),
+            "Bearer    ".to_owned(),
+            "Bearer é".to_owned(),
+        ] {
+            assert_invalid_token(me_with_header(&app, &value).await).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_disabled_users_token_gets_inactive_user() {
+        let app = spawn_app().await;
+        let token = app.token_for("alice", "secret2", "").await;
+
+        let (status, body) = status_and_json(app.get_with_token("/users/me", &token).await).await;
+
+        assert_eq!(status, 400);
+        assert_eq!(body, json!({"detail": "Inactive user"}));
+    }
+
+    #[tokio::test]
+    async fn other_methods_are_not_allowed() {
+        let app = spawn_app().await;
+
+        for path in ["/users/me", "/users/me/items", "/health"] {
+            for method in ["POST", "PUT", "DELETE"] {
+                app.assert_method_not_allowed(method, path, "GET").await;
+            }
         }
     }
 }

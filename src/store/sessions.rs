@@ -1,0 +1,315 @@
+//! Queries on sessions (RFC 9700's token families: every token of one login) and their
+//! refresh tokens, stored by SHA-256 digest only.
+
+use sqlx::FromRow;
+
+use super::{Store, on_pool};
+use crate::{scope::Scopes, users::User};
+
+/// A token to store: its digest and when it expires (Unix ms).
+pub struct NewAccessToken<'a> {
+    pub digest: &'a [u8; 32],
+    pub scopes: &'a Scopes,
+    pub expires_at: i64,
+}
+
+/// A refresh token as found, with its session and the session's user.
+#[derive(Debug, Clone)]
+pub struct RefreshRecord {
+    pub session_id: i64,
+    pub issued_at: i64,
+    pub spent_at: Option<i64>,
+    /// The scopes granted at login.
+    pub session_scopes: Scopes,
+    pub session_expires_at: i64,
+    pub session_revoked: bool,
+    pub user: User,
+}
+
+#[derive(FromRow)]
+struct RefreshRow {
+    #[sqlx(flatten)]
+    user: User,
+    session_id: i64,
+    issued_at: i64,
+    spent_at: Option<i64>,
+    session_scopes: String,
+    session_expires_at: i64,
+    session_revoked_at: Option<i64>,
+}
+
+/// How an attempt to issue tokens in a session ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rotation {
+    Issued,
+    /// The refresh token to spend was spent by someone else first.
+    AlreadySpent,
+    /// The session was revoked in the meantime.
+    SessionEnded,
+}
+
+/// A live session, for the CLI.
+#[derive(Debug, Clone, FromRow)]
+pub struct SessionSummary {
+    pub id: i64,
+    pub scopes: String,
+    pub client_id: Option<String>,
+    pub started_at: i64,
+    pub refreshed_at: i64,
+    pub expires_at: i64,
+}
+
+/// A random session id: chosen here rather than by the database, so that no write needs
+/// `returning` (sqlx 0.9 on SQLite can leave a failed `returning` statement holding the
+/// write lock). 63 random bits do not collide in practice; the primary key would refuse
+/// a collision anyway.
+fn new_session_id() -> i64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS random number generator is available");
+    i64::from_le_bytes(bytes) & i64::MAX
+}
+
+impl Store {
+    /// Starts a session for a login: the session, its first access token and (when
+    /// refresh tokens are on) its first refresh token, in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_session(
+        &self,
+        user_id: i64,
+        client_id: Option<&str>,
+        session_scopes: &Scopes,
+        now: i64,
+        session_expires_at: i64,
+        access: NewAccessToken<'_>,
+        refresh: Option<&[u8; 32]>,
+    ) -> Result<(), sqlx::Error> {
+        let session_id = new_session_id();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "insert into sessions (id, user_id, scopes, client_id, started_at, refreshed_at, expires_at)
+                 values ($1, $2, $3, $4, $5, $5, $6)",
+            )
+            .bind(session_id)
+            .bind(user_id)
+            .bind(session_scopes.to_string())
+            .bind(client_id)
+            .bind(now)
+            .bind(session_expires_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "insert into access_tokens (token_hash, user_id, session_id, scopes, issued_at, expires_at)
+                 values ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&access.digest[..])
+            .bind(user_id)
+            .bind(session_id)
+            .bind(access.scopes.to_string())
+            .bind(now)
+            .bind(access.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(refresh) = refresh {
+                sqlx::query(
+                    "insert into refresh_tokens (token_hash, session_id, issued_at)
+                     values ($1, $2, $3)",
+                )
+                .bind(&refresh[..])
+                .bind(session_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        })
+    }
+
+    /// The refresh token with this digest, its session and user, whatever their state.
+    pub async fn find_refresh_token(
+        &self,
+        digest: &[u8; 32],
+    ) -> Result<Option<RefreshRecord>, sqlx::Error> {
+        let row: Option<RefreshRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "select u.id, u.username, u.email, u.full_name, u.disabled, u.scopes,
+                        r.session_id, r.issued_at, r.spent_at,
+                        s.scopes as session_scopes, s.expires_at as session_expires_at,
+                        s.revoked_at as session_revoked_at
+                 from refresh_tokens r
+                 join sessions s on s.id = r.session_id
+                 join users u on u.id = s.user_id
+                 where r.token_hash = $1",
+            )
+            .bind(&digest[..])
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(|row| RefreshRecord {
+            session_id: row.session_id,
+            issued_at: row.issued_at,
+            spent_at: row.spent_at,
+            session_scopes: Scopes::from_stored(&row.session_scopes),
+            session_expires_at: row.session_expires_at,
+            session_revoked: row.session_revoked_at.is_some(),
+            user: row.user,
+        }))
+    }
+
+    /// Issues a new access token and refresh token in a live session, spending `spend`
+    /// first when given. All or nothing: when `spend` was already spent, or the session
+    /// was revoked, nothing is written.
+    pub async fn refresh_session(
+        &self,
+        session_id: i64,
+        spend: Option<&[u8; 32]>,
+        now: i64,
+        access: NewAccessToken<'_>,
+        refresh: &[u8; 32],
+    ) -> Result<Rotation, sqlx::Error> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if let Some(spend) = spend {
+                let spent = sqlx::query(
+                    "update refresh_tokens set spent_at = $1
+                     where token_hash = $2 and session_id = $3 and spent_at is null",
+                )
+                .bind(now)
+                .bind(&spend[..])
+                .bind(session_id)
+                .execute(&mut *tx)
+                .await?;
+                if spent.rows_affected() == 0 {
+                    return Ok(Rotation::AlreadySpent);
+                }
+            }
+            let live = sqlx::query(
+                "update sessions set refreshed_at = $1 where id = $2 and revoked_at is null",
+            )
+            .bind(now)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+            if live.rows_affected() == 0 {
+                return Ok(Rotation::SessionEnded);
+            }
+            sqlx::query(
+                "insert into access_tokens (token_hash, user_id, session_id, scopes, issued_at, expires_at)
+                 select $1, user_id, id, $2, $3, $4 from sessions where id = $5",
+            )
+            .bind(&access.digest[..])
+            .bind(access.scopes.to_string())
+            .bind(now)
+            .bind(access.expires_at)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "insert into refresh_tokens (token_hash, session_id, issued_at) values ($1, $2, $3)",
+            )
+            .bind(&refresh[..])
+            .bind(session_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Rotation::Issued)
+        })
+    }
+
+    /// Ends a session: it can no longer refresh, and every access token of it dies.
+    pub async fn revoke_session(&self, session_id: i64, now: i64) -> Result<(), sqlx::Error> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("update sessions set revoked_at = $1 where id = $2 and revoked_at is null")
+                .bind(now)
+                .bind(session_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "update access_tokens set revoked_at = $1
+                 where session_id = $2 and revoked_at is null",
+            )
+            .bind(now)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        })?;
+        self.changes.bump();
+        Ok(())
+    }
+
+    /// The session of the refresh token with this digest, spent or not.
+    pub async fn session_of_refresh_token(
+        &self,
+        digest: &[u8; 32],
+    ) -> Result<Option<i64>, sqlx::Error> {
+        on_pool!(self, pool => {
+            sqlx::query_scalar("select session_id from refresh_tokens where token_hash = $1")
+                .bind(&digest[..])
+                .fetch_optional(pool)
+                .await
+        })
+    }
+
+    /// The user's sessions that can still be used at `now`, newest first; `None` when
+    /// there is no such user.
+    pub async fn list_sessions(
+        &self,
+        username: &str,
+        now: i64,
+        refresh_idle_ttl: i64,
+    ) -> Result<Option<Vec<SessionSummary>>, sqlx::Error> {
+        let Some(user) = self.find_user(username).await? else {
+            return Ok(None);
+        };
+        let sessions = on_pool!(self, pool => {
+            sqlx::query_as(
+                "select s.id, s.scopes, s.client_id, s.started_at, s.refreshed_at, s.expires_at
+                 from sessions s
+                 where s.user_id = $1 and s.revoked_at is null and s.expires_at > $2
+                   and (s.refreshed_at > $2 - $3
+                        or exists (select 1 from access_tokens t
+                                   where t.session_id = s.id
+                                     and t.revoked_at is null and t.expires_at > $2))
+                 order by s.started_at desc, s.id desc",
+            )
+            .bind(user.id)
+            .bind(now)
+            .bind(refresh_idle_ttl)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(Some(sessions))
+    }
+
+    /// Ends every session and access token of the user; `None` when there is no such
+    /// user, otherwise how many sessions were live.
+    pub async fn logout_user(&self, username: &str, now: i64) -> Result<Option<u64>, sqlx::Error> {
+        let Some(user) = self.find_user(username).await? else {
+            return Ok(None);
+        };
+        let ended = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let sessions = sqlx::query(
+                "update sessions set revoked_at = $1 where user_id = $2 and revoked_at is null",
+            )
+            .bind(now)
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "update access_tokens set revoked_at = $1 where user_id = $2 and revoked_at is null",
+            )
+            .bind(now)
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            sessions.rows_affected()
+        });
+        self.changes.bump();
+        Ok(Some(ended))
+    }
+}

@@ -1,0 +1,280 @@
+//! SQLite: a private file created on demand, WAL, the migrations in `migrations/`, and
+//! noticing what other processes (the CLI) commit.
+
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use log::LevelFilter;
+use sqlx::{
+    ConnectOptions, Connection, SqlitePool,
+    migrate::Migrator,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use tokio::sync::Notify;
+
+use super::changes::Changes;
+
+/// The migrations in `./migrations`, compiled into the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// How often the change counter is read when no file event says it may have moved: a
+/// backstop, and the only check where file events are not available.
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// A commit is announced by the write of its log frames, a moment before readers can
+/// see it; the counter is read at once and again this long after every burst of events.
+const SETTLE: Duration = Duration::from_millis(5);
+
+pub async fn connect(url: &str) -> Result<SqlitePool, sqlx::Error> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // WAL + NORMAL is durable across process crashes; only a power loss can drop the
+        // last commits.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true)
+        // Queries bind their values, so their text holds no secret; it is still only
+        // worth a line when one is slow.
+        .log_statements(LevelFilter::Off);
+    create_private_file(&options)?;
+    make_private(options.get_filename());
+    // The pool first: an in-memory database lives only while a connection holds it.
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options.clone())
+        .await?;
+    migrate(&options).await?;
+    Ok(pool)
+}
+
+/// Applies the migrations on a connection of their own that logs no SQL at all, not even
+/// a slow statement: the seed migration carries password hashes.
+async fn migrate(options: &SqliteConnectOptions) -> Result<(), sqlx::Error> {
+    let mut connection = options
+        .clone()
+        .log_slow_statements(LevelFilter::Off, Duration::MAX)
+        .connect()
+        .await?;
+    MIGRATOR.run(&mut connection).await?;
+    connection.close().await
+}
+
+/// SQLite gives the -wal and -shm files the permissions of the database file, so creating
+/// that one with mode 0600 keeps all three private.
+fn create_private_file(options: &SqliteConnectOptions) -> std::io::Result<()> {
+    let path = options.get_filename();
+    if is_in_memory(path) || path.exists() {
+        return Ok(());
+    }
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    match file.open(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+fn is_in_memory(path: &Path) -> bool {
+    path.as_os_str().is_empty() || path.to_str() == Some(":memory:")
+}
+
+/// A database file that other users can read (made by hand, copied, restored from a
+/// backup) would hand them every password hash: take those rights away, and say so.
+fn make_private(path: &Path) {
+    #[cfg(unix)]
+    for suffix in ["", "-wal", "-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = PathBuf::from(file);
+        let Ok(metadata) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700)) {
+            Ok(()) => tracing::warn!(
+                file = %file.display(),
+                was = format_args!("{mode:o}"),
+                now = format_args!("{:o}", mode & 0o700),
+                "the database file was readable by other users; tightened its permissions"
+            ),
+            Err(err) => tracing::warn!(
+                file = %file.display(),
+                mode = format_args!("{mode:o}"),
+                error = %err,
+                "the database file is readable by other users and could not be tightened"
+            ),
+        }
+    }
+}
+
+/// The folder holding the database file, where its journal files come and go.
+fn database_folder(pool: &SqlitePool) -> Option<PathBuf> {
+    let path = pool.connect_options().get_filename().to_owned();
+    if is_in_memory(&path) {
+        return None;
+    }
+    let folder = path.parent().map(Path::to_owned).unwrap_or_default();
+    Some(if folder.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        folder
+    })
+}
+
+/// Reads the change counter (bumped by triggers on every revocation and user change,
+/// whoever commits it) whenever a file in the database's folder is written, and moves
+/// `changes` on when it has moved.
+///
+/// Exact: a write queues its file event before it returns, and every cache lookup asks
+/// the kernel whether events are queued, so a change counts from the first request after
+/// its commit. A thread of its own reads the events; the query that settles them runs
+/// here.
+pub fn watch_changes(pool: SqlitePool, changes: Arc<Changes>) -> tokio::task::JoinHandle<()> {
+    let wake = Arc::new(Notify::new());
+    let running = Arc::new(AtomicBool::new(true));
+    if let Some(folder) = database_folder(&pool)
+        && let Err(err) = watch_folder(&folder, changes.clone(), wake.clone(), running.clone())
+    {
+        tracing::warn!(
+            error = %err,
+            "cannot watch the database folder; changes made by other processes count within {RECHECK:?}"
+        );
+    }
+    tokio::spawn(async move {
+        let _stop = StopOnDrop(running);
+        let mut last = None;
+        let mut trailing = false;
+        loop {
+            let seen = changes.news_seen();
+            let read = check(&pool, &changes, &mut last).await;
+            if read {
+                changes.settle(seen);
+            }
+            let wait = match (trailing, read) {
+                (true, _) => SETTLE,
+                (false, true) => RECHECK,
+                (false, false) => Duration::from_millis(100),
+            };
+            trailing = tokio::select! {
+                () = wake.notified() => true,
+                () = tokio::time::sleep(wait) => false,
+            };
+        }
+    })
+}
+
+/// Reads the counter and bumps `changes` when it moved; `true` when it could be read.
+async fn check(pool: &SqlitePool, changes: &Changes, last: &mut Option<i64>) -> bool {
+    match sqlx::query_scalar::<_, i64>("select value from change_counter where id = 1")
+        .fetch_one(pool)
+        .await
+    {
+        Ok(value) => {
+            if last.is_some_and(|last| last != value) {
+                changes.bump();
+            }
+            *last = Some(value);
+            true
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot read the change counter");
+            false
+        }
+    }
+}
+
+/// Tells the event thread to end when the watcher does.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Starts a thread that reports every write in `folder` as news, until `running` is
+/// false (it looks twice a second).
+#[cfg(target_os = "linux")]
+fn watch_folder(
+    folder: &Path,
+    changes: Arc<Changes>,
+    wake: Arc<Notify>,
+    running: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    use inotify::{Inotify, WatchMask};
+
+    let inotify = Inotify::init()?;
+    inotify.watches().add(
+        folder,
+        WatchMask::MODIFY
+            | WatchMask::CLOSE_WRITE
+            | WatchMask::CREATE
+            | WatchMask::DELETE
+            | WatchMask::MOVED_TO,
+    )?;
+    let inotify = Arc::new(inotify);
+    changes.set_probe({
+        let inotify = inotify.clone();
+        move || readable(inotify.as_raw_fd(), 0)
+    });
+    std::thread::Builder::new()
+        .name("sqlite-changes".into())
+        .spawn(move || {
+            let fd = inotify.as_raw_fd();
+            let mut buffer = [0u8; 4096];
+            while running.load(Ordering::Relaxed) {
+                if !readable(fd, 500) {
+                    continue;
+                }
+                changes.news();
+                // The descriptor is non-blocking: read until nothing is left.
+                // SAFETY: reads into a buffer of the length given, from a descriptor the
+                // Arc keeps open.
+                while unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) } > 0 {}
+                wake.notify_one();
+            }
+        })?;
+    Ok(())
+}
+
+/// Whether `fd` has data to read, waiting up to `timeout_ms` for it.
+#[cfg(target_os = "linux")]
+fn readable(fd: std::os::fd::RawFd, timeout_ms: libc::c_int) -> bool {
+    let mut ready = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one descriptor, with a struct that lives across the call.
+    unsafe { libc::poll(&mut ready, 1, timeout_ms) > 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn watch_folder(
+    _folder: &Path,
+    _changes: Arc<Changes>,
+    _wake: Arc<Notify>,
+    _running: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    Err(std::io::Error::other(
+        "file events are watched on Linux only",
+    ))
+}

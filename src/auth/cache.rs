@@ -9,7 +9,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -38,6 +41,15 @@ impl Entry {
 pub struct TokenCache {
     entries: Mutex<HashMap<TokenDigest, Entry>>,
     changes: Arc<Changes>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// How often the cache answered, and how often the database had to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
 }
 
 /// Taken before reading a token from the database; see [`TokenCache::insert`].
@@ -49,6 +61,15 @@ impl TokenCache {
         Self {
             entries: Mutex::default(),
             changes,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
         }
     }
 
@@ -60,11 +81,21 @@ impl TokenCache {
     /// The remembered token, if nothing changed since it was read, it was read less than
     /// [`FRESHNESS`] ago, and it has not expired since (`now_millis`: Unix ms).
     pub fn get(&self, digest: &TokenDigest, now_millis: i64) -> Option<Arc<LiveToken>> {
-        let generation = self.changes.generation()?;
-        let entries = self.lock();
-        let entry = entries.get(digest)?;
-        (entry.generation == generation && entry.is_fresh() && entry.token.expires_at > now_millis)
-            .then(|| entry.token.clone())
+        let found = self.changes.generation().and_then(|generation| {
+            let entries = self.lock();
+            let entry = entries.get(digest)?;
+            (entry.generation == generation
+                && entry.is_fresh()
+                && entry.token.expires_at > now_millis)
+                .then(|| entry.token.clone())
+        });
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
     }
 
     /// Marks the start of a database read whose answer may be remembered.
@@ -103,5 +134,59 @@ impl TokenCache {
         let generation = self.changes.generation();
         self.lock()
             .retain(|_, e| Some(e.generation) == generation && e.is_fresh());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{scope::Scopes, users::User};
+
+    fn live_token() -> Arc<LiveToken> {
+        Arc::new(LiveToken {
+            user: User {
+                id: 1,
+                username: "johndoe".into(),
+                email: None,
+                full_name: None,
+                disabled: false,
+                allowed_scopes: String::new(),
+            },
+            scopes: Scopes::default(),
+            issued_at: 0,
+            expires_at: i64::MAX,
+            client_id: None,
+        })
+    }
+
+    fn settled_changes() -> Arc<Changes> {
+        let changes = Arc::new(Changes::default());
+        changes.settle_for_tests();
+        changes
+    }
+
+    #[test]
+    fn an_answer_read_while_a_revocation_committed_is_not_remembered() {
+        let cache = TokenCache::new(settled_changes());
+        let digest = TokenDigest::of("token");
+
+        let started = cache.read_started();
+        cache.changes.bump(); // a revocation commits while the read is in flight
+        cache.insert(digest, live_token(), started);
+
+        assert!(cache.get(&digest, 0).is_none());
+    }
+
+    #[test]
+    fn a_change_retires_what_was_remembered_before_it() {
+        let cache = TokenCache::new(settled_changes());
+        let digest = TokenDigest::of("token");
+        cache.insert(digest, live_token(), cache.read_started());
+        assert!(cache.get(&digest, 0).is_some());
+
+        cache.changes.bump();
+
+        assert!(cache.get(&digest, 0).is_none());
+        assert_eq!(cache.stats(), CacheStats { hits: 1, misses: 1 });
     }
 }

@@ -1,7 +1,7 @@
 //! Authentication: logging in with a password, refreshing a session, turning a bearer
 //! token into a user, and revoking tokens. Talks to the database through [`Store`] only.
 
-mod cache;
+pub mod cache;
 pub mod password;
 pub mod throttle;
 pub mod token;
@@ -176,6 +176,11 @@ impl Auth {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// How often the token cache answered a bearer check, and how often it could not.
+    pub fn token_cache_stats(&self) -> cache::CacheStats {
+        self.tokens.stats()
     }
 
     /// How many argon2 jobs logins have run so far.

@@ -87,6 +87,12 @@ impl Changes {
         self.news.load(Ordering::Acquire)
     }
 
+    /// Settles every news so far, as a watcher would: for unit tests elsewhere.
+    #[cfg(test)]
+    pub fn settle_for_tests(&self) {
+        self.settle(self.news_seen());
+    }
+
     /// The watcher has read every change up to news count `seen`; if no news came since,
     /// earlier reads can be trusted again.
     pub(super) fn settle(&self, seen: u64) {

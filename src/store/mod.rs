@@ -143,24 +143,14 @@ impl Store {
         on_pool!(self, pool => pool.close().await)
     }
 
-    /// Fails unless the database answers a query. On SQLite it also writes, so that a
-    /// full disk or a read-only file shows here and not only at the next login.
+    /// Fails unless the database answers. On SQLite it also fails when the file could
+    /// not be written (read-only, or no space left), so that shows here and not only at
+    /// the next login; it writes nothing itself, which would cost every cached token.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         match &self.pool {
-            Pool::Sqlite(pool) => {
-                sqlx::query(
-                    "insert into health_probe (id, checked_at) values (1, $1)
-                     on conflict (id) do update set checked_at = excluded.checked_at",
-                )
-                .bind(unix_millis(SystemTime::now()))
-                .execute(pool)
-                .await?;
-            }
-            Pool::Postgres(pool) => {
-                sqlx::query("select 1").execute(pool).await?;
-            }
+            Pool::Sqlite(pool) => sqlite::ping(pool).await,
+            Pool::Postgres(pool) => sqlx::query("select 1").execute(pool).await.map(drop),
         }
-        Ok(())
     }
 }
 

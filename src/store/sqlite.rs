@@ -69,6 +69,46 @@ async fn migrate(options: &SqliteConnectOptions) -> Result<(), sqlx::Error> {
     connection.close().await
 }
 
+/// Makes a change and rolls it back (a read-only file refuses it; an uncommitted change
+/// never leaves SQLite's page cache) and checks that the database's folder has room left:
+/// neither writes a byte.
+pub async fn ping(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin_with("begin immediate").await?;
+    sqlx::query("update change_counter set value = value where id = 1")
+        .execute(&mut *tx)
+        .await?;
+    tx.rollback().await?;
+    if let Some(folder) = database_folder(pool)
+        && free_bytes(&folder) == Some(0)
+    {
+        return Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "no space left for the database",
+        )));
+    }
+    Ok(())
+}
+
+/// The bytes an unprivileged process may still write in `folder`'s file system.
+#[cfg(unix)]
+fn free_bytes(folder: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(folder.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) fills the struct passed, from a NUL-terminated path.
+    // The field types differ between platforms (32 or 64 bits), hence the conversions.
+    #[allow(clippy::useless_conversion)]
+    unsafe {
+        let mut stats: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(path.as_ptr(), &mut stats) == 0)
+            .then(|| u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+    }
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_folder: &Path) -> Option<u64> {
+    None
+}
+
 /// SQLite gives the -wal and -shm files the permissions of the database file, so creating
 /// that one with mode 0600 keeps all three private.
 fn create_private_file(options: &SqliteConnectOptions) -> std::io::Result<()> {

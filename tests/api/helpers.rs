@@ -487,19 +487,21 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    pub const BINARY: &str = env!("CARGO_BIN_EXE_simple-oauth2");
+
     /// Starts the binary on `database_url`, with the per-address limit off and `envs`.
     pub fn start(database_url: &str, envs: &[(&str, &str)]) -> Self {
-        Self::start_with(database_url, envs, |_| {})
+        Self::spawn(Self::command(Self::BINARY, database_url, envs))
     }
 
-    /// Like [`ServerProcess::start`], with the command adjusted by `adjust` first.
-    pub fn start_with(
+    /// `program` (the binary, or a wrapper that runs it) set up to serve
+    /// `database_url` on a free port; standard error is dropped unless redirected.
+    pub fn command(
+        program: &str,
         database_url: &str,
         envs: &[(&str, &str)],
-        adjust: impl FnOnce(&mut std::process::Command),
-    ) -> Self {
-        use std::io::BufRead;
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_simple-oauth2"));
+    ) -> std::process::Command {
+        let mut command = std::process::Command::new(program);
         command
             .env("DATABASE_URL", database_url)
             .env("PORT", "0")
@@ -507,7 +509,12 @@ impl ServerProcess {
             .envs(envs.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
-        adjust(&mut command);
+        command
+    }
+
+    /// Runs `command` and waits until it says where it serves.
+    pub fn spawn(mut command: std::process::Command) -> Self {
+        use std::io::BufRead;
         let mut child = command.spawn().expect("binary starts");
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let (found, address) = std::sync::mpsc::channel();

@@ -8,6 +8,7 @@ mod helpers;
 mod browser;
 mod cli;
 mod docs;
+mod hardening;
 mod lifecycle;
 mod refresh;
 mod reliability;

@@ -140,13 +140,15 @@ both_backends! {
 
     #[tokio::test]
     async fn an_unused_refresh_token_dies_after_the_idle_lifetime() {
-        let app = spawn_app_with(|s| s.refresh_token_idle_ttl = Duration::from_millis(700)).await;
-        let (_, fresh) = app.tokens_for("johndoe", "secret", "").await;
+        let app = spawn_app_with(|s| s.refresh_token_idle_ttl = Duration::from_secs(2)).await;
         let (_, idle) = app.tokens_for("johndoe", "secret", "").await;
+        let (_, fresh) = app.tokens_for("johndoe", "secret", "").await;
 
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Used halfway through its idle lifetime, then idle again for a bit more than
+        // half: alive, while the token never used is past its lifetime.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
         let (_, fresh) = refreshed(&app, &fresh, None).await;
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
 
         assert_invalid_refresh_token(app.refresh(&idle, None).await).await;
         refreshed(&app, &fresh, None).await;

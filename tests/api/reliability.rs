@@ -2,7 +2,7 @@
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use futures_util::future::join_all;
+use futures_util::{StreamExt, future::join_all, stream::FuturesUnordered};
 use reqwest::Client;
 use serde_json::Value;
 
@@ -240,21 +240,33 @@ both_backends! {
         let mut server = ServerProcess::start(&database.url, &[]);
         let client = Client::new();
 
-        // Sixteen logins queue behind the hashing limit: several hundred ms of work.
+        // Sixteen logins queue behind the hashing limit: several hundred ms of work. The
+        // signal goes once the first is answered, when all are surely being handled.
         let address = server.address.clone();
-        let in_flight =
-            tokio::spawn(async move { join_all((0..16).map(|_| login(&client, &address))).await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (first_answered, answered) = tokio::sync::oneshot::channel();
+        let in_flight = tokio::spawn(async move {
+            let mut logins: FuturesUnordered<_> =
+                (0..16).map(|_| login(&client, &address)).collect();
+            let mut results = Vec::new();
+            let mut first_answered = Some(first_answered);
+            while let Some(result) = logins.next().await {
+                if let Some(first) = first_answered.take() {
+                    let _ = first.send(());
+                }
+                results.push(result);
+            }
+            results
+        });
+        answered.await.unwrap();
         server.signal(libc::SIGTERM);
 
-        for result in in_flight.await.unwrap() {
-            assert_eq!(
-                result
-                    .map_err(|e| format!("{e:?}"))
-                    .expect("an accepted request is answered")
-                    .0,
-                200
-            );
+        let results = in_flight.await.unwrap();
+        assert_eq!(results.len(), 16);
+        for result in results {
+            let (status, _) = result
+                .map_err(|e| format!("{e:?}"))
+                .expect("an accepted request is answered");
+            assert_eq!(status, 200);
         }
         let status = tokio::task::spawn_blocking(move || {
             let status = server.child.wait();

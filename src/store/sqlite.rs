@@ -13,7 +13,7 @@ use std::{
 
 use log::LevelFilter;
 use sqlx::{
-    ConnectOptions, Connection, SqlitePool,
+    ConnectOptions, Connection, Row, SqlitePool,
     migrate::Migrator,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
@@ -28,10 +28,6 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// How often the change counter is read when no file event says it may have moved: a
 /// backstop, and the only check where file events are not available.
 const RECHECK: Duration = Duration::from_millis(250);
-
-/// A commit is announced by the write of its log frames, a moment before readers can
-/// see it; the counter is read at once and again this long after every burst of events.
-const SETTLE: Duration = Duration::from_millis(5);
 
 pub async fn connect(url: &str) -> Result<SqlitePool, sqlx::Error> {
     let options = SqliteConnectOptions::from_str(url)?
@@ -73,11 +69,11 @@ async fn migrate(options: &SqliteConnectOptions) -> Result<(), sqlx::Error> {
 /// never leaves SQLite's page cache) and checks that the database's folder has room left:
 /// neither writes a byte.
 pub async fn ping(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin_with("begin immediate").await?;
-    sqlx::query("update change_counter set value = value where id = 1")
-        .execute(&mut *tx)
-        .await?;
-    tx.rollback().await?;
+    under_write_lock(
+        pool,
+        "begin immediate; update change_counter set value = value where id = 1; rollback",
+    )
+    .await?;
     if let Some(folder) = database_folder(pool)
         && free_bytes(&folder) == Some(0)
     {
@@ -199,32 +195,41 @@ pub fn watch_changes(pool: SqlitePool, changes: Arc<Changes>) -> tokio::task::Jo
     tokio::spawn(async move {
         let _stop = StopOnDrop(running);
         let mut last = None;
-        let mut trailing = false;
         loop {
             let seen = changes.news_seen();
             let read = check(&pool, &changes, &mut last).await;
             if read {
                 changes.settle(seen);
             }
-            let wait = match (trailing, read) {
-                (true, _) => SETTLE,
-                (false, true) => RECHECK,
-                (false, false) => Duration::from_millis(100),
+            let wait = if read {
+                RECHECK
+            } else {
+                Duration::from_millis(100)
             };
-            trailing = tokio::select! {
-                () = wake.notified() => true,
-                () = tokio::time::sleep(wait) => false,
-            };
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
         }
     })
 }
 
 /// Reads the counter and bumps `changes` when it moved; `true` when it could be read.
+///
+/// A commit's file event comes when its log frames are written, a moment before readers
+/// can see it. The read therefore waits for the write lock first: a writer whose frames
+/// were seen holds it until its commit is visible. Taking the lock writes nothing.
 async fn check(pool: &SqlitePool, changes: &Changes, last: &mut Option<i64>) -> bool {
-    match sqlx::query_scalar::<_, i64>("select value from change_counter where id = 1")
-        .fetch_one(pool)
-        .await
-    {
+    let read = under_write_lock(
+        pool,
+        "begin immediate; select value from change_counter where id = 1; rollback",
+    );
+    let value = read.await.and_then(|rows| {
+        rows.first()
+            .ok_or(sqlx::Error::RowNotFound)?
+            .try_get::<i64, _>(0)
+    });
+    match value {
         Ok(value) => {
             if last.is_some_and(|last| last != value) {
                 changes.bump();
@@ -237,6 +242,21 @@ async fn check(pool: &SqlitePool, changes: &Changes, last: &mut Option<i64>) -> 
             false
         }
     }
+}
+
+/// Runs `batch` (which takes the write lock and rolls back) as one command: SQLite's
+/// worker runs it through without waiting for this task, so the lock is never held
+/// while an async thread is busy elsewhere. Whatever fails, the transaction ends.
+async fn under_write_lock(
+    pool: &SqlitePool,
+    batch: &'static str,
+) -> Result<Vec<sqlx::sqlite::SqliteRow>, sqlx::Error> {
+    let mut connection = pool.acquire().await?;
+    let rows = sqlx::raw_sql(batch).fetch_all(&mut *connection).await;
+    if rows.is_err() {
+        let _ = sqlx::raw_sql("rollback").execute(&mut *connection).await;
+    }
+    rows
 }
 
 /// Tells the event thread to end when the watcher does.

@@ -229,8 +229,20 @@ async fn a_database_file_readable_by_others_is_made_private_at_start() {
 async fn health_checks_do_not_empty_the_token_cache() {
     let app = spawn_app().await;
     let token = app.token_for("johndoe", "secret", "").await;
-    assert_eq!(app.me_status(&token).await, 200);
-    assert_eq!(app.me_status(&token).await, 200);
+    // Warm: the login's own writes have been read, and the cache answers.
+    let started = Instant::now();
+    loop {
+        let before = app.auth.token_cache_stats().hits;
+        assert_eq!(app.me_status(&token).await, 200);
+        if app.auth.token_cache_stats().hits > before {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the cache never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let warm = app.auth.token_cache_stats();
 
     for _ in 0..10 {
@@ -414,4 +426,29 @@ both_backends! {
         // Only hash-password's own output may show a hash: the one it was asked for.
         assert_eq!(log.matches("$argon2").count(), 1, "a password hash reached a log");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_by_another_connection_counts_from_the_next_request() {
+    let app = spawn_app().await;
+    let token = app.token_for("johndoe", "secret", "").await;
+    // Another process, as far as the app can tell: a pool of its own on the same file.
+    let other = sqlx::SqlitePool::connect(&app.database.url).await.unwrap();
+
+    for round in 0..30 {
+        let disabled = round % 2 == 0;
+        // Warm the cache, then change the user behind the app's back.
+        let before = if disabled { 200 } else { 400 };
+        assert_eq!(app.me_status(&token).await, before, "round {round}");
+        assert_eq!(app.me_status(&token).await, before, "round {round}");
+        sqlx::query("update users set disabled = $1 where username = 'johndoe'")
+            .bind(disabled)
+            .execute(&other)
+            .await
+            .unwrap();
+
+        let after = if disabled { 400 } else { 200 };
+        assert_eq!(app.me_status(&token).await, after, "round {round}");
+    }
+    other.close().await;
 }

@@ -12,6 +12,7 @@ mod hardening;
 mod lifecycle;
 mod refresh;
 mod reliability;
+mod replicas;
 mod scopes;
 mod storage;
 mod throttle;

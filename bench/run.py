@@ -9,6 +9,11 @@ Usage: python3 bench/run.py [--rounds 3] [--seconds 5] [--out bench/results.json
 Needs wrk (Debian: apt-get install wrk). Throttling is switched off through its settings,
 and request logging is turned down, for the duration of the run. Every number is the
 median over the rounds. Stops by itself after a few minutes.
+
+The same run measures PostgreSQL too, when a server answers at BENCH_POSTGRES_URL
+(default postgres://postgres@127.0.0.1:5432/test; the user must be allowed to create
+databases): one replica, then two replicas on one database with the load split between
+them round-robin (two wrk processes, half the connections each).
 """
 
 import argparse
@@ -27,6 +32,7 @@ import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 BINARY = os.path.join(ROOT, "target", "release", "simple-oauth2")
 
 LOGIN_LUA = """
@@ -78,6 +84,39 @@ def run_wrk(*args, **kwargs):
     return parse_wrk(out)
 
 
+def run_wrk_split(urls, connections, seconds, **kwargs):
+    """The load split evenly over several replicas at once, as a round-robin balancer
+    would: requests/s and errors add up; the latencies are the worst replica's."""
+    runs = [wrk(url, connections // len(urls), seconds, **kwargs) for url in urls]
+    results = [parse_wrk(run.communicate()[0]) for run in runs]
+    return {
+        "rps": sum(r["rps"] for r in results),
+        "p50_ms": max(r["p50_ms"] for r in results),
+        "p99_ms": max(r["p99_ms"] for r in results),
+        "errors": sum(r["errors"] for r in results),
+    }
+
+
+def psql(database_url, sql):
+    return subprocess.run(["psql", database_url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
+                          capture_output=True, text=True)
+
+
+def postgres_database():
+    """A fresh database on the PostgreSQL server, or None when there is none."""
+    if not shutil.which("psql") or psql(POSTGRES_URL, "select 1").returncode != 0:
+        return None
+    name = f"simple_oauth2_bench_{os.getpid()}"
+    psql(POSTGRES_URL, f"drop database if exists {name}")
+    if psql(POSTGRES_URL, f"create database {name}").returncode != 0:
+        return None
+    return name, POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_postgres_database(name):
+    psql(POSTGRES_URL, f"drop database if exists {name} with (force)")
+
+
 def memory_kib(pid, field):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -97,12 +136,12 @@ def reset_peak_memory(pid):
 
 
 class Server:
-    def __init__(self, db_path, port):
+    def __init__(self, database_url, port):
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         env = dict(
             os.environ,
-            DATABASE_URL=f"sqlite:{db_path}",
+            DATABASE_URL=database_url,
             HOST="127.0.0.1",
             PORT=str(port),
             LOGIN_MAX_FAILURES="0",
@@ -143,8 +182,8 @@ def one_round(seconds, workdir):
         if os.path.exists(db + suffix):
             os.remove(db + suffix)
     # Create and migrate the database, then time a launch on the existing file.
-    Server(db, free_port()).stop()
-    server = Server(db, free_port())
+    Server(f"sqlite:{db}", free_port()).stop()
+    server = Server(f"sqlite:{db}", free_port())
     result = {"launch_to_first_answer_ms": server.first_answer_ms}
     try:
         pid = server.proc.pid
@@ -168,6 +207,34 @@ def one_round(seconds, workdir):
         result["flood_peak_rss_mib"] = memory_kib(pid, "VmHWM") / 1024 if peak_reset else None
     finally:
         server.stop()
+    result.update(postgres_round(seconds, script))
+    return result
+
+
+def postgres_round(seconds, login_script):
+    """The same loads on PostgreSQL: one replica, then two sharing the database."""
+    database = postgres_database()
+    if database is None:
+        print(f"PostgreSQL rows skipped: no server at {POSTGRES_URL}", file=sys.stderr)
+        return {}
+    name, url = database
+    replicas = []
+    result = {}
+    try:
+        replicas.append(Server(url, free_port()))
+        token = replicas[0].login()
+        auth = f"Authorization: Bearer {token}"
+        result["pg1_me_c64"] = run_wrk(replicas[0].base + "/users/me", 64, seconds, header=auth)
+        result["pg1_token_c16"] = run_wrk(replicas[0].base + "/token", 16, seconds, script=login_script)
+        replicas.append(Server(url, free_port()))
+        bases = [r.base for r in replicas]
+        result["pg2_me_c64"] = run_wrk_split([b + "/users/me" for b in bases], 64, seconds, header=auth)
+        result["pg2_token_c16"] = run_wrk_split([b + "/token" for b in bases], 16, seconds,
+                                                script=login_script)
+    finally:
+        for replica in replicas:
+            replica.stop()
+        drop_postgres_database(name)
     return result
 
 
@@ -241,6 +308,17 @@ def report(summary):
         row("GET /users/me, 16 connections, idle", "me_idle_c16"),
         row("GET /users/me, 16 connections, during a 32-connection login flood", "me_during_flood_c16"),
         row("POST /token, 32-connection login flood", "login_flood_c32"),
+        *[row(name, key) for name, key in (
+            ("PostgreSQL, 1 replica: GET /users/me, 64 connections", "pg1_me_c64"),
+            ("PostgreSQL, 1 replica: POST /token, 16 connections", "pg1_token_c16"),
+            ("PostgreSQL, 2 replicas, load split: GET /users/me, 64 connections", "pg2_me_c64"),
+            ("PostgreSQL, 2 replicas, load split: POST /token, 16 connections", "pg2_token_c16"),
+        ) if key in med],
+        "",
+        "The SQLite rows run one replica on a temporary file. Both replicas of the "
+        "PostgreSQL rows run on the same machine as the database and wrk, so they share "
+        "its cores: two replicas show the cost of sharing one database, not twice the "
+        "hardware.",
         "",
         "| measure | value |",
         "|---|---:|",
@@ -264,6 +342,10 @@ def measure(args):
             rounds.append(one_round(args.seconds, workdir))
 
     m = lambda *path: median_of(rounds, *path)  # noqa: E731
+    keys = ["me_c16", "me_c64", "me_c256", "token_c16", "me_idle_c16",
+            "me_during_flood_c16", "login_flood_c32"]
+    keys += [k for k in ("pg1_me_c64", "pg1_token_c16", "pg2_me_c64", "pg2_token_c16")
+             if all(k in r for r in rounds)]
     summary = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -274,8 +356,7 @@ def measure(args):
         "seconds_per_point": args.seconds,
         "median": {
             key: {field: m(key, field) for field in ("rps", "p50_ms", "p99_ms", "errors")}
-            for key in ("me_c16", "me_c64", "me_c256", "token_c16", "me_idle_c16",
-                        "me_during_flood_c16", "login_flood_c32")
+            for key in keys
         },
         "idle_rss_mib": m("idle_rss_mib"),
         "flood_peak_rss_mib": m("flood_peak_rss_mib"),

@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    auth::{MAX_PASSWORD_LEN, MAX_USERNAME_LEN, password::hash_password},
+    auth::{
+        MAX_PASSWORD_LEN, MAX_USERNAME_LEN,
+        clients::{check_client_id, generate_secret},
+        password::hash_password,
+    },
     config::{DatabaseSettings, Settings},
     scope::{Scope, Scopes, UnknownScope},
     server::{self, Server},
@@ -46,8 +50,25 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Register, list and remove clients that may introspect tokens
+    Clients {
+        #[command(flatten)]
+        database: DatabaseSettings,
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
     /// Print an argon2id PHC string for a password, for seeding users in your own migrations
     HashPassword(PasswordInput),
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientsCommand {
+    /// Register a client; its secret is printed once, on standard output
+    Add { client_id: String },
+    /// List the registered clients (never a secret)
+    List,
+    /// Remove a client: its secret stops working at once
+    Delete { client_id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,6 +129,12 @@ struct PasswordInput {
 enum CliError {
     #[error("user {0:?} already exists")]
     UserExists(String),
+    #[error("client {0:?} already exists")]
+    ClientExists(String),
+    #[error("no client named {0:?}")]
+    NoSuchClient(String),
+    #[error("invalid client id: {0}")]
+    InvalidClientId(&'static str),
     #[error("no user named {0:?}")]
     NoSuchUser(String),
     #[error("invalid username: {0}")]
@@ -131,6 +158,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Some(Command::Serve(settings)) => serve(settings).await,
         Some(Command::Migrate(database)) => migrate(&database).await,
         Some(Command::Users { database, command }) => users_command(&database, command).await,
+        Some(Command::Clients { database, command }) => clients_command(&database, command).await,
         Some(Command::HashPassword(input)) => read_password(&input).map(|password| {
             println!("{}", hash_password(&password));
         }),
@@ -268,6 +296,55 @@ async fn change_users(store: &Store, command: UsersCommand) -> Result<(), CliErr
     }
 }
 
+async fn clients_command(
+    database: &DatabaseSettings,
+    command: ClientsCommand,
+) -> Result<(), CliError> {
+    if let ClientsCommand::Add { client_id } = &command {
+        check_client_id(client_id).map_err(CliError::InvalidClientId)?;
+    }
+    let store = Store::connect(&database.database_url).await?;
+    let result = change_clients(&store, command).await;
+    store.close().await;
+    result
+}
+
+async fn change_clients(store: &Store, command: ClientsCommand) -> Result<(), CliError> {
+    match command {
+        ClientsCommand::Add { client_id } => {
+            let secret = generate_secret();
+            let now = unix_millis(SystemTime::now());
+            if !store
+                .insert_client(&client_id, secret.digest.as_bytes(), now)
+                .await?
+            {
+                return Err(CliError::ClientExists(client_id));
+            }
+            // The only time the secret is shown: it is not stored.
+            println!("{}", secret.token);
+            eprintln!("added client {client_id}; its secret (above) is shown only now");
+            Ok(())
+        }
+        ClientsCommand::List => {
+            let rows: Vec<[String; 2]> = store
+                .list_clients()
+                .await?
+                .into_iter()
+                .map(|client| [client.client_id, format_time(client.created_at)])
+                .collect();
+            print_columns(["CLIENT ID", "ADDED"], &rows);
+            Ok(())
+        }
+        ClientsCommand::Delete { client_id } => {
+            if store.delete_client(&client_id).await? {
+                Ok(())
+            } else {
+                Err(CliError::NoSuchClient(client_id))
+            }
+        }
+    }
+}
+
 fn check_username(username: &str) -> Result<(), CliError> {
     if username.is_empty() {
         return Err(CliError::InvalidUsername("it is empty"));
@@ -341,18 +418,20 @@ fn print_table(users: &[User]) {
     print_columns(header, &rows);
 }
 
+/// A stored time (Unix ms) as RFC 3339, to the second.
+fn format_time(millis: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 fn print_sessions(sessions: &[SessionSummary]) {
-    let time = |millis: i64| {
-        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0) as u64);
-        humantime::format_rfc3339_seconds(at).to_string()
-    };
     let rows: Vec<[String; 5]> = sessions
         .iter()
         .map(|s| {
             [
-                time(s.started_at),
-                time(s.refreshed_at),
-                time(s.expires_at),
+                format_time(s.started_at),
+                format_time(s.refreshed_at),
+                format_time(s.expires_at),
                 Scopes::from_stored(&s.scopes).to_string(),
                 s.client_id.clone().unwrap_or_default(),
             ]

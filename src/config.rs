@@ -40,6 +40,11 @@ pub struct Settings {
     #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
     pub port: u16,
 
+    /// The issuer identifier in the metadata document and introspection answers; default
+    /// `http://HOST:PORT`.
+    #[arg(long, env = "ISSUER")]
+    pub issuer: Option<String>,
+
     /// Access-token lifetime, as a duration (`30m`, `1h`, `5s`).
     #[arg(long, env = "ACCESS_TOKEN_TTL", default_value = DEFAULT_ACCESS_TOKEN_TTL, value_parser = parse_positive_duration)]
     pub access_token_ttl: Duration,
@@ -79,6 +84,7 @@ impl Settings {
             },
             host: DEFAULT_HOST.into(),
             port: DEFAULT_PORT,
+            issuer: None,
             access_token_ttl: default_duration(DEFAULT_ACCESS_TOKEN_TTL),
             login_max_failures: DEFAULT_LOGIN_MAX_FAILURES,
             login_max_failures_per_address: DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS,

@@ -8,7 +8,7 @@ use poem_openapi::{ApiResponse, Object, payload::Json, types::Example};
 use serde_json::json;
 
 use crate::{
-    auth::{AccessError, FieldError, FieldErrorKind, LoginError},
+    auth::{AccessError, FieldError, FieldErrorKind, IntrospectionError, LoginError},
     scope::Scope,
 };
 
@@ -84,6 +84,59 @@ pub enum TokenErrorResponse {
     /// The database does not answer; retry after the given number of seconds.
     #[oai(status = 503)]
     Unavailable(Json<OAuthError>, #[oai(header = "Retry-After")] u64),
+}
+
+/// How introspection fails.
+#[derive(ApiResponse, Debug)]
+pub enum IntrospectionErrorResponse {
+    /// `invalid_request`: `token` missing, or a parameter repeated.
+    #[oai(status = 400)]
+    BadRequest(Json<OAuthError>),
+    /// `invalid_client`: no client credentials, wrong ones, an unknown client, or
+    /// credentials sent both ways.
+    #[oai(status = 401)]
+    Unauthorized(Json<OAuthError>, #[oai(header = "WWW-Authenticate")] String),
+    /// The request body did not arrive in time.
+    #[oai(status = 408)]
+    RequestTimeout(Json<OAuthError>),
+    /// The request body is over the size limit.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<OAuthError>),
+    /// The database does not answer; retry after the given number of seconds.
+    #[oai(status = 503)]
+    Unavailable(Json<OAuthError>, #[oai(header = "Retry-After")] u64),
+}
+
+impl From<IntrospectionError> for IntrospectionErrorResponse {
+    fn from(err: IntrospectionError) -> Self {
+        match err {
+            IntrospectionError::InvalidRequest(errors) => Self::BadRequest(OAuthError::json(
+                field_errors_json(&errors),
+                "invalid_request",
+                field_errors_description(&errors),
+            )),
+            IntrospectionError::InvalidClient => Self::Unauthorized(
+                OAuthError::json(
+                    json!("Invalid client credentials"),
+                    "invalid_client",
+                    "Client authentication failed: send a registered client's id and secret \
+                     by HTTP Basic or as client_id and client_secret",
+                ),
+                r#"Basic realm="simple-oauth2""#.into(),
+            ),
+            IntrospectionError::Unavailable(err) => {
+                tracing::error!(error = %err, "database error on the introspection endpoint");
+                Self::Unavailable(
+                    OAuthError::json(
+                        json!("Service temporarily unavailable"),
+                        "temporarily_unavailable",
+                        "The service is temporarily unavailable; retry shortly",
+                    ),
+                    UNAVAILABLE_RETRY_AFTER_SECS,
+                )
+            }
+        }
+    }
 }
 
 /// How the routes that need a bearer token fail.

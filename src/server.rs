@@ -29,7 +29,6 @@ pub struct Server {
 impl Server {
     pub async fn build(settings: &Settings) -> Result<Self, StartError> {
         let store = Store::connect(&settings.database.database_url).await?;
-        let auth = Arc::new(Auth::new(store, settings));
         let address = format!("{}:{}", settings.host, settings.port);
         let listen_error = |source| StartError::Listen {
             address: address.clone(),
@@ -39,6 +38,21 @@ impl Server {
             .await
             .map_err(listen_error)?;
         let local_addr = listener.local_addr().map_err(listen_error)?;
+        // Where it listens, with the port actually bound (PORT=0 picks one).
+        let issuer = settings.issuer.clone().unwrap_or_else(|| {
+            let host = &settings.host;
+            let port = local_addr.port();
+            if host.contains(':') {
+                format!("http://[{host}]:{port}")
+            } else {
+                format!("http://{host}:{port}")
+            }
+        });
+        let auth = Arc::new(Auth::new(
+            store,
+            settings,
+            issuer.trim_end_matches('/').to_owned(),
+        ));
         Ok(Self {
             listener,
             auth,

@@ -5,6 +5,8 @@ mod bearer;
 mod docs;
 mod form;
 mod health;
+mod introspect;
+mod metadata;
 mod token;
 mod users;
 
@@ -37,7 +39,8 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 const DESCRIPTION: &str = "FastAPI's \"Simple OAuth2 with Password and Bearer\" in Rust, \
 made secure: argon2id password hashes, random opaque tokens stored only as SHA-256 \
-digests, expiry and revocation.\n\n\
+digests, expiry and revocation, rotating refresh tokens, and introspection for registered \
+clients.\n\n\
 Click **Authorize**, log in as `johndoe` / `secret` (tick the scopes you want), then try \
 `GET /users/me`. `alice` / `secret2` is a disabled user.";
 
@@ -56,6 +59,8 @@ pub fn app(auth: Arc<Auth>) -> impl Endpoint<Output = Response> {
     let api = OpenApiService::new(
         (
             token::TokenApi { auth: auth.clone() },
+            introspect::IntrospectionApi { auth: auth.clone() },
+            metadata::MetadataApi { auth: auth.clone() },
             users::UsersApi { auth: auth.clone() },
             health::HealthApi { auth },
         ),

@@ -6,6 +6,7 @@
 //! `sqlite.rs` and `postgres.rs`: connecting, migrations, and hearing about changes.
 
 mod changes;
+mod clients;
 mod postgres;
 mod sessions;
 mod sqlite;
@@ -21,6 +22,7 @@ use std::{
 
 pub use self::{
     changes::Changes,
+    clients::ClientSummary,
     sessions::{NewAccessToken, RefreshRecord, Rotation, SessionSummary},
     tokens::LiveToken,
 };

@@ -23,6 +23,8 @@ pub struct RefreshRecord {
     pub session_scopes: Scopes,
     pub session_expires_at: i64,
     pub session_revoked: bool,
+    /// The client the login named, if any.
+    pub client_id: Option<String>,
     pub user: User,
 }
 
@@ -36,6 +38,7 @@ struct RefreshRow {
     session_scopes: String,
     session_expires_at: i64,
     session_revoked_at: Option<i64>,
+    client_id: Option<String>,
 }
 
 /// How an attempt to issue tokens in a session ended.
@@ -135,7 +138,7 @@ impl Store {
                 "select u.id, u.username, u.email, u.full_name, u.disabled, u.scopes,
                         r.session_id, r.issued_at, r.spent_at,
                         s.scopes as session_scopes, s.expires_at as session_expires_at,
-                        s.revoked_at as session_revoked_at
+                        s.revoked_at as session_revoked_at, s.client_id
                  from refresh_tokens r
                  join sessions s on s.id = r.session_id
                  join users u on u.id = s.user_id
@@ -152,6 +155,7 @@ impl Store {
             session_scopes: Scopes::from_stored(&row.session_scopes),
             session_expires_at: row.session_expires_at,
             session_revoked: row.session_revoked_at.is_some(),
+            client_id: row.client_id,
             user: row.user,
         }))
     }

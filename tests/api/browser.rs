@@ -127,7 +127,18 @@ impl Session {
             .send_keys(password)
             .await
             .unwrap();
-        self.click(".auth-btn-wrapper button.authorize").await;
+        // The dialog lists every scheme (the clients' HTTP Basic one too): this one's.
+        self.browser
+            .find(Locator::XPath(
+                "//div[contains(@class, 'auth-container')]\
+                 [.//h4[contains(., 'OAuth2PasswordBearer')]]\
+                 //button[contains(@class, 'authorize')]",
+            ))
+            .await
+            .expect("the password flow's Authorize button")
+            .click()
+            .await
+            .unwrap();
     }
 
     async fn close_dialog(&self) {

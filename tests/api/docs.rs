@@ -106,7 +106,11 @@ async fn health_says_ok_while_the_database_answers() {
 async fn the_docs_and_the_document_only_answer_get() {
     let app = spawn_app().await;
 
-    for path in ["/docs", "/openapi.json"] {
+    for path in [
+        "/docs",
+        "/openapi.json",
+        "/.well-known/oauth-authorization-server",
+    ] {
         app.assert_method_not_allowed("POST", path, "GET").await;
     }
 }

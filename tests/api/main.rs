@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod docs;
 mod hardening;
+mod introspection;
 mod lifecycle;
 mod refresh;
 mod reliability;

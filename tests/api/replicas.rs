@@ -103,7 +103,10 @@ async fn replicas_started_at_once_migrate_once_and_share_tokens() {
             .fetch_one(&pool)
             .await
             .unwrap();
-        assert_eq!(migrations, 2, "each migration applied once");
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+            .unwrap()
+            .count();
+        assert_eq!(migrations, files as i64, "each migration applied once");
         assert_eq!(users, 2, "the seed ran once");
         pool.close().await;
     })

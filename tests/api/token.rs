@@ -242,6 +242,8 @@ both_backends! {
         for method in ["GET", "PUT"] {
             app.assert_method_not_allowed(method, "/token/revoke", "POST")
                 .await;
+            app.assert_method_not_allowed(method, "/token/introspect", "POST")
+                .await;
         }
     }
 }

@@ -1,0 +1,255 @@
+//! `POST /token/introspect` (RFC 7662): registered clients ask what a token is.
+
+use std::sync::Arc;
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use poem::{Request, RequestBody, http::header::AUTHORIZATION};
+use poem_openapi::{
+    ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi,
+    payload::Json,
+    registry::{MetaSecurityScheme, Registry},
+    types::Password,
+};
+
+use super::{ApiTags, form::UrlEncoded};
+use crate::{
+    auth::{Auth, FieldError, FieldErrorKind, Introspection, IntrospectionError},
+    error::IntrospectionErrorResponse,
+};
+
+/// The scheme's name in the OpenAPI document.
+const SCHEME_NAME: &str = "ClientBasicAuth";
+
+/// Client credentials from an `Authorization: Basic` header (RFC 6749, section 2.3.1),
+/// if the request has one; never a failure by itself, since the form may carry them.
+pub enum BasicCredentials {
+    Absent,
+    Present {
+        client_id: String,
+        secret: String,
+    },
+    /// Another scheme (a bearer token is not client authentication), more than one
+    /// header, or a value that does not decode.
+    Unusable,
+}
+
+impl BasicCredentials {
+    fn from_request(req: &Request) -> Self {
+        let mut values = req.headers().get_all(AUTHORIZATION).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return if req.headers().contains_key(AUTHORIZATION) {
+                Self::Unusable
+            } else {
+                Self::Absent
+            };
+        };
+        let decoded = value
+            .to_str()
+            .ok()
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+            .and_then(|(_, encoded)| STANDARD.decode(encoded.trim()).ok())
+            .and_then(|bytes| String::from_utf8(bytes).ok());
+        match decoded.as_deref().and_then(|pair| pair.split_once(':')) {
+            Some((client_id, secret)) => Self::Present {
+                client_id: client_id.to_owned(),
+                secret: secret.to_owned(),
+            },
+            None => Self::Unusable,
+        }
+    }
+}
+
+impl<'a> ApiExtractor<'a> for BasicCredentials {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        registry.create_security_scheme(
+            SCHEME_NAME,
+            MetaSecurityScheme {
+                ty: "http",
+                description: Some(
+                    "A registered client's id and secret (`clients add NAME`); \
+                     `client_id` and `client_secret` in the form work too.",
+                ),
+                name: None,
+                key_in: None,
+                scheme: Some("basic"),
+                bearer_format: None,
+                flows: None,
+                openid_connect_url: None,
+            },
+        );
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec![SCHEME_NAME]
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        Ok(Self::from_request(req))
+    }
+}
+
+/// The introspection form (RFC 7662, section 2.1).
+#[derive(Object)]
+#[oai(rename = "IntrospectionRequest")]
+#[allow(dead_code)] // Describes the form in OpenAPI; `UrlEncoded` reads the fields.
+struct IntrospectionForm {
+    /// The access or refresh token to look at.
+    #[oai(validator(min_length = 1))]
+    token: String,
+    /// `access_token` or `refresh_token`; only a hint.
+    token_type_hint: Option<String>,
+    /// The client's id, when not sent by HTTP Basic.
+    client_id: Option<String>,
+    /// The client's secret, when not sent by HTTP Basic.
+    client_secret: Option<Password>,
+}
+
+/// What a token is (RFC 7662, section 2.2); only `active` when it is not live.
+#[derive(Object)]
+#[oai(rename = "Introspection")]
+struct IntrospectionBody {
+    /// Whether the token is live.
+    active: bool,
+    /// The scopes it carries, space-separated.
+    #[oai(skip_serializing_if_is_none)]
+    scope: Option<String>,
+    /// Its user.
+    #[oai(skip_serializing_if_is_none)]
+    username: Option<String>,
+    /// Always `Bearer`.
+    #[oai(skip_serializing_if_is_none)]
+    token_type: Option<String>,
+    /// When it expires, in Unix seconds.
+    #[oai(skip_serializing_if_is_none)]
+    exp: Option<i64>,
+    /// When it was issued, in Unix seconds.
+    #[oai(skip_serializing_if_is_none)]
+    iat: Option<i64>,
+    /// Its user (the username).
+    #[oai(skip_serializing_if_is_none)]
+    sub: Option<String>,
+    /// This service's issuer identifier.
+    #[oai(skip_serializing_if_is_none)]
+    iss: Option<String>,
+    /// The client the login named, if any.
+    #[oai(skip_serializing_if_is_none)]
+    client_id: Option<String>,
+}
+
+impl From<Option<Introspection>> for IntrospectionBody {
+    fn from(found: Option<Introspection>) -> Self {
+        let Some(found) = found else {
+            return Self {
+                active: false,
+                scope: None,
+                username: None,
+                token_type: None,
+                exp: None,
+                iat: None,
+                sub: None,
+                iss: None,
+                client_id: None,
+            };
+        };
+        Self {
+            active: true,
+            scope: Some(found.scopes.to_string()),
+            sub: Some(found.username.clone()),
+            username: Some(found.username),
+            token_type: Some("Bearer".into()),
+            exp: Some(found.expires_at),
+            iat: Some(found.issued_at),
+            iss: Some(found.issuer),
+            client_id: found.client_id,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum IntrospectResponse {
+    /// What the token is; `{"active": false}` for anything that is not a live token.
+    #[oai(status = 200)]
+    Ok(
+        Json<IntrospectionBody>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+}
+
+pub struct IntrospectionApi {
+    pub auth: Arc<Auth>,
+}
+
+/// How a client may authenticate here, as RFC 8414 names the methods [`client_credentials`]
+/// accepts.
+pub const AUTH_METHODS: [&str; 2] = ["client_secret_basic", "client_secret_post"];
+
+/// The client credentials of a request, from exactly one of HTTP Basic and the form.
+fn client_credentials<'a>(
+    basic: &'a BasicCredentials,
+    form_id: Option<&'a str>,
+    form_secret: Option<&'a str>,
+) -> Result<(&'a str, &'a str), IntrospectionError> {
+    match (basic, form_id, form_secret) {
+        (BasicCredentials::Present { client_id, secret }, None, None) => Ok((client_id, secret)),
+        (BasicCredentials::Absent, Some(client_id), Some(secret)) => Ok((client_id, secret)),
+        _ => Err(IntrospectionError::InvalidClient),
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Auth")]
+impl IntrospectionApi {
+    /// Introspect a token (RFC 7662)
+    ///
+    /// For registered clients (`clients add NAME`), e.g. another service checking the
+    /// bearer tokens it receives. Authenticate with HTTP Basic or with `client_id` and
+    /// `client_secret` in the form. A live access or refresh token is described; anything
+    /// else is `{"active": false}`.
+    #[oai(
+        path = "/token/introspect",
+        method = "post",
+        operation_id = "introspect_token"
+    )]
+    async fn introspect(
+        &self,
+        basic: BasicCredentials,
+        form: UrlEncoded<IntrospectionForm>,
+    ) -> Result<IntrospectResponse, IntrospectionErrorResponse> {
+        let [token, hint, client_id, client_secret] = form
+            .get_all([
+                ("token", false),
+                ("token_type_hint", false),
+                ("client_id", false),
+                ("client_secret", false),
+            ])
+            .map_err(IntrospectionError::InvalidRequest)?;
+        let (client_id, secret) = client_credentials(&basic, client_id, client_secret)?;
+        self.auth.authenticate_client(client_id, secret).await?;
+        let token = token.ok_or_else(|| {
+            IntrospectionError::InvalidRequest(vec![FieldError {
+                kind: FieldErrorKind::Missing,
+                field: "token",
+            }])
+        })?;
+        let found = self
+            .auth
+            .introspect(token, hint == Some("refresh_token"))
+            .await
+            .map_err(IntrospectionError::Unavailable)?;
+        Ok(IntrospectResponse::Ok(
+            Json(found.into()),
+            "no-store".into(),
+            "no-cache".into(),
+        ))
+    }
+}

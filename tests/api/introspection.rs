@@ -1,0 +1,314 @@
+//! Registered clients, token introspection (RFC 7662) and the metadata document
+//! (RFC 8414).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, status_and_json};
+
+/// Registers `client_id` with the CLI and returns its secret.
+fn add_client(app: &TestApp, client_id: &str) -> String {
+    let added = app.cli(&["clients", "add", client_id]).assert().success();
+    let secret = String::from_utf8(added.get_output().stdout.clone()).unwrap();
+    let secret = secret.trim().to_owned();
+    assert_eq!(secret.len(), 43, "a 32-byte base64url secret: {secret:?}");
+    secret
+}
+
+/// Introspects `token` as `client_id` with HTTP Basic.
+async fn introspect(app: &TestApp, client_id: &str, secret: &str, token: &str) -> (u16, Value) {
+    let response = app
+        .post("/token/introspect")
+        .basic_auth(client_id, Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    status_and_json(response).await
+}
+
+async fn assert_inactive(app: &TestApp, secret: &str, token: &str, case: &str) {
+    let (status, body) = introspect(app, "billing", secret, token).await;
+    assert_eq!((status, body), (200, json!({"active": false})), "{case}");
+}
+
+async fn assert_invalid_client(response: reqwest::Response, case: &str) {
+    assert_eq!(response.status(), 401, "{case}");
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        r#"Basic realm="simple-oauth2""#,
+        "{case}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client", "{case}");
+    assert!(body["detail"].is_string() && body["error_description"].is_string());
+}
+
+both_backends! {
+    #[tokio::test]
+    async fn a_live_access_token_is_described_to_a_client_with_basic_credentials() {
+        let app = spawn_app().await;
+        let secret = add_client(&app, "billing");
+        let response = app
+            .post_token(&[
+                ("username", "johndoe"),
+                ("password", "secret"),
+                ("scope", "me items"),
+                ("client_id", "mobile-app"),
+            ])
+            .await;
+        let login: Value = response.json().await.unwrap();
+        let token = login["access_token"].as_str().unwrap();
+
+        let response = app
+            .post("/token/introspect")
+            .basic_auth("billing", Some(&secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        let body: Value = response.json().await.unwrap();
+        let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(
+            keys,
+            ["active", "scope", "username", "token_type", "exp", "iat", "sub", "iss", "client_id"]
+        );
+        assert_eq!(body["active"], true);
+        assert_eq!(body["scope"], "me items");
+        assert_eq!(body["username"], "johndoe");
+        assert_eq!(body["sub"], "johndoe");
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["client_id"], "mobile-app");
+        assert_eq!(body["iss"], app.address);
+        let (iat, exp) = (body["iat"].as_i64().unwrap(), body["exp"].as_i64().unwrap());
+        assert_eq!(exp - iat, 1800);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((now - iat).abs() < 60);
+    }
+
+    #[tokio::test]
+    async fn form_credentials_work_too_and_a_login_without_client_id_has_none() {
+        let app = spawn_app().await;
+        let secret = add_client(&app, "billing");
+        let token = app.token_for("johndoe", "secret", "").await;
+
+        let response = app
+            .post("/token/introspect")
+            .form(&[("token", token.as_str()), ("client_id", "billing"), ("client_secret", &secret)])
+            .send()
+            .await
+            .unwrap();
+
+        let (status, body) = status_and_json(response).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["active"], true);
+        assert_eq!(body["scope"], "");
+        assert!(body.get("client_id").is_none(), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_live_refresh_token_is_described_until_it_is_spent() {
+        let app = spawn_app().await;
+        let secret = add_client(&app, "billing");
+        let (_, refresh) = app.tokens_for("johndoe", "secret", "me").await;
+
+        let (status, body) = introspect(&app, "billing", &secret, &refresh).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["active"], true);
+        assert_eq!(body["scope"], "me");
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["username"], "johndoe");
+        // The hint is only a hint.
+        let response = app
+            .post("/token/introspect")
+            .basic_auth("billing", Some(&secret))
+            .form(&[("token", refresh.as_str()), ("token_type_hint", "access_token")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status_and_json(response).await.1["active"], true);
+
+        assert_eq!(app.refresh(&refresh, None).await.status(), 200);
+        assert_inactive(&app, &secret, &refresh, "a spent refresh token").await;
+    }
+
+    #[tokio::test]
+    async fn anything_but_a_live_token_is_only_inactive() {
+        let app = spawn_app_with(|s| s.access_token_ttl = Duration::from_secs(1)).await;
+        let secret = add_client(&app, "billing");
+        let expiring = app.token_for("johndoe", "secret", "").await;
+        let revoked = app.token_for("johndoe", "secret", "").await;
+        app.revoke(&revoked).await;
+        let alices = app.token_for("alice", "secret2", "").await;
+        app.cli(&["users", "add", "bob", "--password-stdin"])
+            .write_stdin("builder\n")
+            .assert()
+            .success();
+        let (bobs, bobs_refresh) = app.tokens_for("bob", "builder", "").await;
+        app.cli(&["users", "delete", "bob"]).assert().success();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+
+        assert_inactive(&app, &secret, "not-a-token", "malformed").await;
+        assert_inactive(&app, &secret, &"a".repeat(43), "unknown").await;
+        assert_inactive(&app, &secret, &expiring, "expired").await;
+        assert_inactive(&app, &secret, &revoked, "revoked").await;
+        assert_inactive(&app, &secret, &alices, "a disabled user's").await;
+        assert_inactive(&app, &secret, &bobs, "a deleted user's").await;
+        assert_inactive(&app, &secret, &bobs_refresh, "a deleted user's refresh token").await;
+    }
+
+    #[tokio::test]
+    async fn a_client_must_authenticate_one_way_with_the_right_secret() {
+        let app = spawn_app().await;
+        let secret = add_client(&app, "billing");
+        let gone = add_client(&app, "gone");
+        app.cli(&["clients", "delete", "gone"]).assert().success();
+        let token = app.token_for("johndoe", "secret", "").await;
+        let introspect = || app.post("/token/introspect");
+        let form = [("token", token.as_str())];
+
+        for (case, request) in [
+            ("no credentials", introspect().form(&form)),
+            ("a wrong secret", introspect().basic_auth("billing", Some("wrong")).form(&form)),
+            ("an unknown client", introspect().basic_auth("nobody", Some(&secret)).form(&form)),
+            ("a deleted client", introspect().basic_auth("gone", Some(&gone)).form(&form)),
+            ("a bearer token", introspect().bearer_auth(&token).form(&form)),
+            ("a malformed Basic header", introspect().header("authorization", "Basic !!!").form(&form)),
+            (
+                "both Basic and form credentials",
+                introspect().basic_auth("billing", Some(&secret)).form(&[
+                    ("token", token.as_str()),
+                    ("client_id", "billing"),
+                    ("client_secret", &secret),
+                ]),
+            ),
+            (
+                "a form secret without its id",
+                introspect().form(&[("token", token.as_str()), ("client_secret", &secret)]),
+            ),
+        ] {
+            assert_invalid_client(request.send().await.unwrap(), case).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_token_is_an_invalid_request() {
+        let app = spawn_app().await;
+        let secret = add_client(&app, "billing");
+
+        let response = app
+            .post("/token/introspect")
+            .basic_auth("billing", Some(&secret))
+            .form(&[("token_type_hint", "access_token")])
+            .send()
+            .await
+            .unwrap();
+
+        let (status, body) = status_and_json(response).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"], "invalid_request");
+        assert_eq!(
+            body["detail"],
+            json!([{"type": "missing", "loc": ["body", "token"], "msg": "Field required"}])
+        );
+    }
+
+    #[tokio::test]
+    async fn clients_are_listed_without_secrets_and_errors_change_nothing() {
+        let app = spawn_app().await;
+        let secret = add_client(&app, "billing");
+
+        let listed = app.cli(&["clients", "list"]).assert().success();
+        let listed = String::from_utf8(listed.get_output().stdout.clone()).unwrap();
+        assert!(listed.contains("billing"));
+        assert!(!listed.contains(&secret));
+        for args in [
+            &["clients", "add", "billing"][..],
+            &["clients", "add", "has space"],
+            &["clients", "delete", "nobody"],
+        ] {
+            let failed = app.cli(args).assert().failure().code(1);
+            let stderr = String::from_utf8(failed.get_output().stderr.clone()).unwrap();
+            assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+            assert!(failed.get_output().stdout.is_empty(), "{args:?}");
+        }
+        // The first secret still works: the failed add replaced nothing.
+        let token = app.token_for("johndoe", "secret", "").await;
+        assert_eq!(introspect(&app, "billing", &secret, &token).await.1["active"], true);
+    }
+
+    #[tokio::test]
+    async fn the_metadata_document_follows_the_settings() {
+        let app = spawn_app_with(|s| s.issuer = Some("https://auth.example.com".into())).await;
+
+        let (status, metadata) =
+            status_and_json(app.get("/.well-known/oauth-authorization-server").send().await.unwrap())
+                .await;
+
+        assert_eq!(status, 200);
+        assert_eq!(
+            metadata,
+            json!({
+                "issuer": "https://auth.example.com",
+                "token_endpoint": "https://auth.example.com/token",
+                "revocation_endpoint": "https://auth.example.com/token/revoke",
+                "introspection_endpoint": "https://auth.example.com/token/introspect",
+                "grant_types_supported": ["password", "refresh_token"],
+                "scopes_supported": ["me", "items"],
+                "response_types_supported": [],
+                "token_endpoint_auth_methods_supported": ["none"],
+                "revocation_endpoint_auth_methods_supported": ["none"],
+                "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            })
+        );
+        // Every endpoint it names is served here.
+        let token = app.token_for("johndoe", "secret", "").await;
+        for (endpoint, form) in [
+            ("token_endpoint", vec![("username", "johndoe"), ("password", "secret")]),
+            ("revocation_endpoint", vec![("token", token.as_str())]),
+            ("introspection_endpoint", vec![("token", token.as_str())]),
+        ] {
+            let path = metadata[endpoint].as_str().unwrap().trim_start_matches("https://auth.example.com");
+            let status = app.post(path).form(&form).send().await.unwrap().status();
+            assert_ne!(status, 404, "{endpoint}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_issuer_is_where_the_service_listens_and_grants_follow_the_settings() {
+        let app = spawn_app_with(|s| s.refresh_token_ttl = Duration::ZERO).await;
+        let secret = add_client(&app, "billing");
+
+        let (_, metadata) =
+            status_and_json(app.get("/.well-known/oauth-authorization-server").send().await.unwrap())
+                .await;
+
+        assert_eq!(metadata["issuer"], app.address);
+        assert_eq!(metadata["grant_types_supported"], json!(["password"]));
+        let token = app.token_for("johndoe", "secret", "").await;
+        assert_eq!(introspect(&app, "billing", &secret, &token).await.1["iss"], app.address);
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_introspection_with_basic_auth() {
+    let app = spawn_app().await;
+    let (_, spec) = status_and_json(app.get("/openapi.json").send().await.unwrap()).await;
+
+    let scheme = &spec["components"]["securitySchemes"]["ClientBasicAuth"];
+    assert_eq!(scheme["type"], "http");
+    assert_eq!(scheme["scheme"], "basic");
+    let operation = &spec["paths"]["/token/introspect"]["post"];
+    assert_eq!(operation["security"], json!([{"ClientBasicAuth": []}]));
+    for status in ["200", "400", "401", "503"] {
+        assert!(operation["responses"][status].is_object(), "{status}");
+    }
+    assert!(spec["paths"]["/.well-known/oauth-authorization-server"]["get"].is_object());
+}

@@ -13,12 +13,14 @@ use crate::{
     auth::{
         MAX_PASSWORD_LEN, MAX_USERNAME_LEN,
         clients::{check_client_id, generate_secret},
+        loggable,
         password::hash_password,
     },
     config::{DatabaseSettings, Settings},
     scope::{Scope, Scopes, UnknownScope},
     server::{self, Server},
     store::{SessionSummary, Store, unix_millis},
+    telemetry::{self, LogFormat},
     users::{NewUser, User},
 };
 
@@ -175,10 +177,21 @@ pub async fn run(cli: Cli) -> ExitCode {
 async fn serve(settings: Settings) -> Result<(), CliError> {
     let server = Server::build(&settings).await?;
     // On standard output whatever RUST_LOG says: it is how to reach the service.
-    println!(
-        "serving on http://{0}, docs at http://{0}/docs",
-        server.local_addr()
-    );
+    let address = server.local_addr();
+    let line = format!("serving on http://{address}, docs at http://{address}/docs");
+    match telemetry::format() {
+        LogFormat::Text => println!("{line}"),
+        // Shaped like the JSON log lines, so a log shipper reads it like them.
+        LogFormat::Json => println!(
+            "{}",
+            serde_json::json!({
+                "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+                "level": "INFO",
+                "fields": {"message": line, "address": address.to_string()},
+                "target": "simple_oauth2::cli",
+            })
+        ),
+    }
     server.run_until(server::shutdown_signal()).await?;
     Ok(())
 }
@@ -204,9 +217,15 @@ async fn users_command(database: &DatabaseSettings, command: UsersCommand) -> Re
     result
 }
 
+/// An audit event for a change made on the command line.
+fn audit(event: &'static str, name: &str) {
+    tracing::info!(target: "audit", event, name = %loggable(name), source = "cli", "changed on the command line");
+}
+
 async fn change_users(store: &Store, command: UsersCommand) -> Result<(), CliError> {
-    let found = |done: bool, username: String| {
+    let found = |done: bool, username: String, event: &'static str| {
         if done {
+            audit(event, &username);
             Ok(())
         } else {
             Err(CliError::NoSuchUser(username))
@@ -235,6 +254,7 @@ async fn change_users(store: &Store, command: UsersCommand) -> Result<(), CliErr
                 .await?
                 .ok_or(CliError::UserExists(username))?;
             println!("added user {}", user.username);
+            audit("user.added", &user.username);
             Ok(())
         }
         UsersCommand::List => {
@@ -249,13 +269,21 @@ async fn change_users(store: &Store, command: UsersCommand) -> Result<(), CliErr
             print_user(&user);
             Ok(())
         }
-        UsersCommand::Disable { username } => {
-            found(store.set_disabled(&username, true).await?, username)
-        }
-        UsersCommand::Enable { username } => {
-            found(store.set_disabled(&username, false).await?, username)
-        }
-        UsersCommand::Delete { username } => found(store.delete_user(&username).await?, username),
+        UsersCommand::Disable { username } => found(
+            store.set_disabled(&username, true).await?,
+            username,
+            "user.disabled",
+        ),
+        UsersCommand::Enable { username } => found(
+            store.set_disabled(&username, false).await?,
+            username,
+            "user.enabled",
+        ),
+        UsersCommand::Delete { username } => found(
+            store.delete_user(&username).await?,
+            username,
+            "user.deleted",
+        ),
         UsersCommand::SetPassword { username, password } => {
             if store.find_user(&username).await?.is_none() {
                 return Err(CliError::NoSuchUser(username));
@@ -265,11 +293,16 @@ async fn change_users(store: &Store, command: UsersCommand) -> Result<(), CliErr
             found(
                 store.set_password_hash(&username, &hashed, now).await?,
                 username,
+                "user.password_changed",
             )
         }
         UsersCommand::SetScopes { username, scopes } => {
             let scopes = Scopes::parse(&scopes)?;
-            found(store.set_scopes(&username, &scopes).await?, username)
+            found(
+                store.set_scopes(&username, &scopes).await?,
+                username,
+                "user.scopes_changed",
+            )
         }
         UsersCommand::Sessions {
             username,
@@ -291,6 +324,7 @@ async fn change_users(store: &Store, command: UsersCommand) -> Result<(), CliErr
                 .await?
                 .ok_or_else(|| CliError::NoSuchUser(username.clone()))?;
             println!("ended {ended} session(s) of {username}");
+            audit("user.logged_out", &username);
             Ok(())
         }
     }
@@ -322,7 +356,8 @@ async fn change_clients(store: &Store, command: ClientsCommand) -> Result<(), Cl
             }
             // The only time the secret is shown: it is not stored.
             println!("{}", secret.token);
-            eprintln!("added client {client_id}; its secret (above) is shown only now");
+            tracing::info!("added client {client_id}; its secret (above) is shown only now");
+            audit("client.added", &client_id);
             Ok(())
         }
         ClientsCommand::List => {
@@ -337,6 +372,7 @@ async fn change_clients(store: &Store, command: ClientsCommand) -> Result<(), Cl
         }
         ClientsCommand::Delete { client_id } => {
             if store.delete_client(&client_id).await? {
+                audit("client.deleted", &client_id);
                 Ok(())
             } else {
                 Err(CliError::NoSuchClient(client_id))

@@ -45,6 +45,11 @@ pub struct Settings {
     #[arg(long, env = "ISSUER")]
     pub issuer: Option<String>,
 
+    /// `host:port` of a separate listener serving Prometheus metrics at `/metrics`; unset,
+    /// there is none.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+
     /// Access-token lifetime, as a duration (`30m`, `1h`, `5s`).
     #[arg(long, env = "ACCESS_TOKEN_TTL", default_value = DEFAULT_ACCESS_TOKEN_TTL, value_parser = parse_positive_duration)]
     pub access_token_ttl: Duration,
@@ -85,6 +90,7 @@ impl Settings {
             host: DEFAULT_HOST.into(),
             port: DEFAULT_PORT,
             issuer: None,
+            metrics_addr: None,
             access_token_ttl: default_duration(DEFAULT_ACCESS_TOKEN_TTL),
             login_max_failures: DEFAULT_LOGIN_MAX_FAILURES,
             login_max_failures_per_address: DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS,

@@ -1,7 +1,10 @@
 //! The one place errors become HTTP: FastAPI `detail` bodies, RFC 6749 token errors,
 //! RFC 6750 challenges, and the framework's own 404/405/413 in the same JSON.
 
-use std::collections::HashMap;
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Mutex, PoisonError},
+};
 
 use poem::{IntoResponse, Response, http::StatusCode};
 use poem_openapi::{ApiResponse, Object, payload::Json, types::Example};
@@ -318,9 +321,23 @@ pub fn body_timeout() -> Response {
     .into_response()
 }
 
-/// The methods each path answers, for the `Allow` header of a 405.
+/// The methods each path answers, for the `Allow` header of a 405; its paths are also the
+/// route templates requests are counted by.
 #[derive(Debug, Default, Clone)]
-pub struct AllowedMethods(HashMap<String, String>);
+pub struct AllowedMethods(HashMap<&'static str, String>);
+
+/// A route template as a `'static` label. There are a dozen, fixed by the code: each is
+/// kept once for the life of the process, however many apps are built.
+fn route_label(path: &str) -> &'static str {
+    static ROUTES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut routes = ROUTES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(route) = routes.get(path) {
+        return route;
+    }
+    let route: &'static str = Box::leak(path.to_owned().into_boxed_str());
+    routes.insert(route);
+    route
+}
 
 impl AllowedMethods {
     /// Reads the paths and methods of an OpenAPI document.
@@ -336,7 +353,7 @@ impl AllowedMethods {
                         .flat_map(|ops| ops.keys())
                         .map(|method| method.to_ascii_uppercase())
                         .collect();
-                    (path.clone(), methods.join(", "))
+                    (route_label(path), methods.join(", "))
                 })
                 .collect(),
         )
@@ -344,12 +361,21 @@ impl AllowedMethods {
 
     /// Adds a path served outside the OpenAPI document.
     pub fn with(mut self, path: &str, methods: &str) -> Self {
-        self.0.insert(path.to_owned(), methods.to_owned());
+        self.0.insert(route_label(path), methods.to_owned());
         self
     }
 
     fn get(&self, path: &str) -> Option<&str> {
         self.0.get(path.trim_end_matches('/')).map(String::as_str)
+    }
+
+    /// The route template `path` belongs to, if it is one of ours.
+    pub fn route(&self, path: &str) -> Option<&'static str> {
+        let path = match path.trim_end_matches('/') {
+            "" => "/",
+            trimmed => trimmed,
+        };
+        self.0.get_key_value(path).map(|(route, _)| *route)
     }
 }
 

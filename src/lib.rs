@@ -7,6 +7,7 @@ pub mod config;
 pub mod connections;
 
 pub mod error;
+pub mod metrics;
 pub mod scope;
 pub mod server;
 pub mod store;

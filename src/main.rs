@@ -16,7 +16,10 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cli = cli::Cli::parse();
-    telemetry::init();
+    if let Err(err) = telemetry::init() {
+        eprintln!("error: {err}");
+        return ExitCode::FAILURE;
+    }
     cli::run(cli).await
 }
 

@@ -10,6 +10,9 @@ use crate::{api, auth::Auth, config::Settings, connections, store::Store};
 /// How long requests in flight may take to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Connections the metrics listener accepts at once: scrapers, not the public.
+const METRICS_CONNECTIONS: usize = 16;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot open the database: {0}")]
@@ -21,6 +24,7 @@ pub enum StartError {
 /// A service with its database open and migrated and its port bound, ready to run.
 pub struct Server {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     auth: Arc<Auth>,
     local_addr: SocketAddr,
     max_connections: usize,
@@ -53,8 +57,19 @@ impl Server {
             settings,
             issuer.trim_end_matches('/').to_owned(),
         ));
+        let metrics_listener =
+            match &settings.metrics_addr {
+                Some(address) => Some(TcpListener::bind(address.as_str()).await.map_err(
+                    |source| StartError::Listen {
+                        address: address.clone(),
+                        source,
+                    },
+                )?),
+                None => None,
+            };
         Ok(Self {
             listener,
+            metrics_listener,
             auth,
             local_addr,
             max_connections: connections::connection_limit(),
@@ -70,11 +85,27 @@ impl Server {
         self.auth.clone()
     }
 
+    /// Where the metrics are served, when `METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting connections and lets
     /// requests in flight finish (up to a grace period).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
         let watch = self.auth.store().watch_changes();
         let housekeeping = tokio::spawn(housekeeping(self.auth.clone()));
+        let metrics = self.metrics_listener.map(|listener| {
+            tokio::spawn(connections::serve(
+                listener,
+                api::metrics_app(self.auth.metrics().clone()),
+                METRICS_CONNECTIONS,
+                std::future::pending(),
+                Duration::ZERO,
+            ))
+        });
         let result = connections::serve(
             self.listener,
             api::app(self.auth.clone()),
@@ -85,6 +116,9 @@ impl Server {
         .await;
         housekeeping.abort();
         watch.abort();
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         self.auth.store().close().await;
         result
     }

@@ -7,7 +7,9 @@ use poem_openapi::{
     registry::{MetaOAuthFlow, MetaOAuthFlows, MetaOAuthScope, MetaSecurityScheme, Registry},
 };
 
-use crate::{auth::AccessError, error::AccessErrorResponse, scope::Scope};
+use std::sync::Arc;
+
+use crate::{auth::AccessError, error::AccessErrorResponse, metrics::Metrics, scope::Scope};
 
 /// The scheme's name in the OpenAPI document, as in FastAPI's tutorial.
 const SCHEME_NAME: &str = "OAuth2PasswordBearer";
@@ -97,7 +99,12 @@ impl<'a> ApiExtractor<'a> for BearerToken {
         _body: &mut RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        Self::from_headers(req).map_err(|err| AccessErrorResponse::from(err).into())
+        Self::from_headers(req).map_err(|err| {
+            if let Some(metrics) = req.data::<Arc<Metrics>>() {
+                metrics.bearer_check(err.outcome());
+            }
+            AccessErrorResponse::from(err).into()
+        })
     }
 }
 

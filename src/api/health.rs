@@ -37,7 +37,7 @@ impl HealthApi {
     /// 200 when the database can be read and written, 503 when it cannot.
     #[oai(path = "/health", method = "get", operation_id = "health")]
     async fn health(&self) -> HealthResponse {
-        match self.auth.store().ping().await {
+        match self.auth.ping().await {
             Ok(()) => HealthResponse::Ok(Json(Status {
                 status: "ok".into(),
             })),

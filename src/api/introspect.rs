@@ -225,6 +225,23 @@ impl IntrospectionApi {
         basic: BasicCredentials,
         form: UrlEncoded<IntrospectionForm>,
     ) -> Result<IntrospectResponse, IntrospectionErrorResponse> {
+        let found = self.answer(&basic, &form).await;
+        self.auth.introspection_answered(&found);
+        Ok(IntrospectResponse::Ok(
+            Json(found?.into()),
+            "no-store".into(),
+            "no-cache".into(),
+        ))
+    }
+}
+
+impl IntrospectionApi {
+    /// Authenticates the client, then looks the token up.
+    async fn answer(
+        &self,
+        basic: &BasicCredentials,
+        form: &UrlEncoded<IntrospectionForm>,
+    ) -> Result<Option<Introspection>, IntrospectionError> {
         let [token, hint, client_id, client_secret] = form
             .get_all([
                 ("token", false),
@@ -233,7 +250,7 @@ impl IntrospectionApi {
                 ("client_secret", false),
             ])
             .map_err(IntrospectionError::InvalidRequest)?;
-        let (client_id, secret) = client_credentials(&basic, client_id, client_secret)?;
+        let (client_id, secret) = client_credentials(basic, client_id, client_secret)?;
         self.auth.authenticate_client(client_id, secret).await?;
         let token = token.ok_or_else(|| {
             IntrospectionError::InvalidRequest(vec![FieldError {
@@ -241,15 +258,9 @@ impl IntrospectionApi {
                 field: "token",
             }])
         })?;
-        let found = self
-            .auth
+        self.auth
             .introspect(token, hint == Some("refresh_token"))
             .await
-            .map_err(IntrospectionError::Unavailable)?;
-        Ok(IntrospectResponse::Ok(
-            Json(found.into()),
-            "no-store".into(),
-            "no-cache".into(),
-        ))
+            .map_err(IntrospectionError::Unavailable)
     }
 }

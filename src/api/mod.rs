@@ -19,7 +19,7 @@ use poem::{
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
     error::ReadBodyError,
     http::{
-        HeaderValue,
+        HeaderValue, Method,
         header::{CONTENT_LENGTH, X_CONTENT_TYPE_OPTIONS},
     },
 };
@@ -28,6 +28,7 @@ use poem_openapi::{OpenApiService, Tags};
 use crate::{
     auth::Auth,
     error::{self, AllowedMethods},
+    metrics::Metrics,
 };
 
 /// Request bodies larger than this are refused with 413 before they are read in full:
@@ -56,6 +57,7 @@ enum ApiTags {
 
 /// The whole service as one endpoint; `main` serves it and the tests call it.
 pub fn app(auth: Arc<Auth>) -> impl Endpoint<Output = Response> {
+    let metrics = auth.metrics().clone();
     let api = OpenApiService::new(
         (
             token::TokenApi { auth: auth.clone() },
@@ -80,13 +82,44 @@ pub fn app(auth: Arc<Auth>) -> impl Endpoint<Output = Response> {
         .nest("/", api)
         .nest("/docs", docs)
         .at("/openapi.json", poem::get(spec))
-        .around(move |ep, req| around_request(ep, req, allowed.clone()))
+        .data(metrics.clone())
+        .around(move |ep, req| around_request(ep, req, allowed.clone(), metrics.clone()))
+}
+
+/// The metrics listener's app: `GET /metrics` in the text exposition format, and nothing
+/// else.
+pub fn metrics_app(metrics: Arc<Metrics>) -> impl Endpoint<Output = Response> {
+    Route::new().at(
+        "/metrics",
+        poem::get(poem::endpoint::make_sync(move |_| {
+            Response::builder()
+                .content_type(crate::metrics::CONTENT_TYPE)
+                .body(metrics.encode())
+        })),
+    )
+}
+
+/// The method as a metrics label: the usual ones by name, anything else as `other`.
+fn method_label(method: &Method) -> &'static str {
+    [
+        Method::GET,
+        Method::POST,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+    ]
+    .iter()
+    .find(|known| *known == method)
+    .map_or("other", |known| known.as_str())
 }
 
 async fn around_request<E: Endpoint>(
     ep: Arc<E>,
     req: Request,
     allowed: Arc<AllowedMethods>,
+    metrics: Arc<Metrics>,
 ) -> poem::Result<Response> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -102,11 +135,15 @@ async fn around_request<E: Endpoint>(
     response
         .headers_mut()
         .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let route = allowed.route(&path).unwrap_or("unmatched");
+    metrics.request(route, method_label(&method), status, elapsed.as_secs_f64());
     tracing::info!(
         %method,
         path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
+        status,
+        micros = elapsed.as_micros() as u64,
         "request"
     );
     Ok(response)

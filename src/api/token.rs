@@ -222,12 +222,14 @@ impl TokenApi {
         form: UrlEncoded<TokenForm>,
         remote: &RemoteAddr,
     ) -> Result<TokenResponse, TokenErrorResponse> {
-        let issued = match grant(&form, &self.auth.grant_types())? {
-            Grant::Password(request) => {
-                let client = remote.as_socket_addr().map(|addr| addr.ip());
-                self.auth.login(request, client).await?
+        let client = remote.as_socket_addr().map(|addr| addr.ip());
+        let issued = match grant(&form, &self.auth.grant_types()) {
+            Ok(Grant::Password(request)) => self.auth.login(request, client).await?,
+            Ok(Grant::Refresh(request)) => self.auth.refresh(request, client).await?,
+            Err(err) => {
+                self.auth.refused_token_request(&err);
+                return Err(err.into());
             }
-            Grant::Refresh(request) => self.auth.refresh(request).await?,
         };
         Ok(TokenResponse::Ok(
             Json(issued.into()),
@@ -245,11 +247,13 @@ impl TokenApi {
     async fn revoke(
         &self,
         form: UrlEncoded<RevocationForm>,
+        remote: &RemoteAddr,
     ) -> Result<RevokeResponse, TokenErrorResponse> {
         let [token, _] = form
             .get_all([("token", true), ("token_type_hint", false)])
             .map_err(LoginError::InvalidRequest)?;
-        self.auth.revoke(token.unwrap_or_default()).await?;
+        let client = remote.as_socket_addr().map(|addr| addr.ip());
+        self.auth.revoke(token.unwrap_or_default(), client).await?;
         Ok(RevokeResponse::Ok(Json(Empty {})))
     }
 }

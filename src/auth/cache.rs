@@ -9,15 +9,17 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::token::TokenDigest;
-use crate::store::{Changes, LiveToken};
+use crate::{
+    metrics::Metrics,
+    store::{Changes, LiveToken},
+};
 
 /// How long a database answer about a token is reused at most.
 const FRESHNESS: Duration = Duration::from_secs(1);
@@ -41,8 +43,8 @@ impl Entry {
 pub struct TokenCache {
     entries: Mutex<HashMap<TokenDigest, Entry>>,
     changes: Arc<Changes>,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    hits: Counter,
+    misses: Counter,
 }
 
 /// How often the cache answered, and how often the database had to.
@@ -57,19 +59,20 @@ pub struct CacheStats {
 pub struct ReadStarted(Option<u64>);
 
 impl TokenCache {
-    pub fn new(changes: Arc<Changes>) -> Self {
+    /// A cache that counts its hits and misses in `metrics`.
+    pub fn new(changes: Arc<Changes>, metrics: &Metrics) -> Self {
         Self {
             entries: Mutex::default(),
             changes,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits: metrics.token_cache_hits.clone(),
+            misses: metrics.token_cache_misses.clone(),
         }
     }
 
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits: self.hits.get(),
+            misses: self.misses.get(),
         }
     }
 
@@ -89,12 +92,11 @@ impl TokenCache {
                 && entry.token.expires_at > now_millis)
                 .then(|| entry.token.clone())
         });
-        let counter = if found.is_some() {
-            &self.hits
+        if found.is_some() {
+            self.hits.inc();
         } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+            self.misses.inc();
+        }
         found
     }
 
@@ -167,7 +169,7 @@ mod tests {
 
     #[test]
     fn an_answer_read_while_a_revocation_committed_is_not_remembered() {
-        let cache = TokenCache::new(settled_changes());
+        let cache = TokenCache::new(settled_changes(), &Metrics::default());
         let digest = TokenDigest::of("token");
 
         let started = cache.read_started();
@@ -179,7 +181,7 @@ mod tests {
 
     #[test]
     fn a_change_retires_what_was_remembered_before_it() {
-        let cache = TokenCache::new(settled_changes());
+        let cache = TokenCache::new(settled_changes(), &Metrics::default());
         let digest = TokenDigest::of("token");
         cache.insert(digest, live_token(), cache.read_started());
         assert!(cache.get(&digest, 0).is_some());

@@ -23,6 +23,7 @@ use self::{
 };
 use crate::{
     config::Settings,
+    metrics::Metrics,
     scope::{Scope, Scopes, UnknownScope},
     store::{NewAccessToken, RefreshRecord, Rotation, Store, millis, unix_millis},
     users,
@@ -93,6 +94,21 @@ pub enum LoginError {
     Unavailable(#[from] sqlx::Error),
 }
 
+impl LoginError {
+    /// A fixed word for metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            LoginError::InvalidRequest(_) => "invalid_request",
+            LoginError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            LoginError::InvalidScope(_) | LoginError::ScopeTooWide => "invalid_scope",
+            LoginError::InvalidGrant | LoginError::InvalidRefreshToken => "invalid_grant",
+            LoginError::InactiveUser => "inactive_user",
+            LoginError::TooManyAttempts(_) => "throttled",
+            LoginError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
 /// Why a bearer token does not give access.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -110,6 +126,20 @@ pub enum AccessError {
     Unavailable(#[from] sqlx::Error),
 }
 
+impl AccessError {
+    /// A fixed word for metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            AccessError::NotAuthenticated => "not_authenticated",
+            AccessError::InvalidRequest => "invalid_request",
+            AccessError::InvalidToken => "invalid_token",
+            AccessError::InsufficientScope(_) => "insufficient_scope",
+            AccessError::InactiveUser => "inactive_user",
+            AccessError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
 /// Why an introspection request is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IntrospectionError {
@@ -120,6 +150,31 @@ pub enum IntrospectionError {
     InvalidClient,
     #[error("database unavailable: {0}")]
     Unavailable(#[from] sqlx::Error),
+}
+
+impl IntrospectionError {
+    /// A fixed word for metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            IntrospectionError::InvalidRequest(_) => "invalid_request",
+            IntrospectionError::InvalidClient => "invalid_client",
+            IntrospectionError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// A name as it may appear in a log: as typed, but no longer than this.
+const MAX_LOGGED_NAME_CHARS: usize = 64;
+
+/// `name` cut to [`MAX_LOGGED_NAME_CHARS`], for audit events: a login attempt's username
+/// is whatever the client sent.
+pub fn loggable(name: &str) -> String {
+    let mut chars = name.chars();
+    let mut shown: String = chars.by_ref().take(MAX_LOGGED_NAME_CHARS).collect();
+    if chars.next().is_some() {
+        shown.push('…');
+    }
+    shown
 }
 
 /// What RFC 7662 tells a registered client about a live token.
@@ -177,6 +232,7 @@ pub struct RefreshPolicy {
 /// Logs users in and checks their tokens; shared by every request.
 pub struct Auth {
     store: Store,
+    metrics: Arc<Metrics>,
     hasher: Hasher,
     throttle: LoginThrottle,
     tokens: TokenCache,
@@ -190,10 +246,12 @@ impl Auth {
     /// `issuer`: this service's issuer identifier (the `ISSUER` setting, or where it
     /// listens).
     pub fn new(store: Store, settings: &Settings, issuer: String) -> Self {
+        let metrics = Arc::new(Metrics::default());
         Self {
-            tokens: TokenCache::new(store.changes().clone()),
+            tokens: TokenCache::new(store.changes().clone(), &metrics),
+            hasher: Hasher::new(&metrics),
+            metrics,
             store,
-            hasher: Hasher::default(),
             throttle: LoginThrottle::new(
                 settings.login_max_failures,
                 settings.login_max_failures_per_address,
@@ -213,6 +271,42 @@ impl Auth {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The service's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Whether the database answers (see [`Store::ping`]).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        let result = self.store.ping().await;
+        if result.is_err() {
+            self.metrics.database_error();
+        }
+        result
+    }
+
+    /// Counts a token-endpoint request refused before it reached a grant (malformed, or
+    /// a grant type that is not supported).
+    pub fn refused_token_request(&self, err: &LoginError) {
+        self.metrics.login(err.outcome());
+    }
+
+    /// Counts an introspection request's outcome.
+    pub fn introspection_answered(
+        &self,
+        result: &Result<Option<Introspection>, IntrospectionError>,
+    ) {
+        let outcome = match result {
+            Ok(Some(_)) => "active",
+            Ok(None) => "inactive",
+            Err(err) => err.outcome(),
+        };
+        if matches!(result, Err(IntrospectionError::Unavailable(_))) {
+            self.metrics.database_error();
+        }
+        self.metrics.introspection(outcome);
     }
 
     /// How often the token cache answered a bearer check, and how often it could not.
@@ -241,12 +335,47 @@ impl Auth {
         client: Option<IpAddr>,
     ) -> Result<IssuedToken, LoginError> {
         let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let username = loggable(&request.username);
+        let result = self.try_login(request, client).await;
+        match &result {
+            Ok(issued) => tracing::info!(
+                target: "audit", event = "login.succeeded", %username, %client,
+                scopes = %issued.scopes, "login succeeded"
+            ),
+            Err(LoginError::InvalidGrant) => tracing::info!(
+                target: "audit", event = "login.failed", %username, %client, "login failed"
+            ),
+            Err(LoginError::TooManyAttempts(_)) => tracing::warn!(
+                target: "audit", event = "login.throttled", %username, %client,
+                "login refused: too many failures"
+            ),
+            Err(_) => {}
+        }
+        self.count(&result, Metrics::login);
+        result
+    }
+
+    /// Counts an outcome with `record`, and a database error when there was one.
+    fn count<T>(&self, result: &Result<T, LoginError>, record: fn(&Metrics, &'static str)) {
+        match result {
+            Ok(_) => record(&self.metrics, "issued"),
+            Err(err) => {
+                if matches!(err, LoginError::Unavailable(_)) {
+                    self.metrics.database_error();
+                }
+                record(&self.metrics, err.outcome());
+            }
+        }
+    }
+
+    async fn try_login(
+        &self,
+        request: LoginRequest,
+        client: IpAddr,
+    ) -> Result<IssuedToken, LoginError> {
         let username = request.username.as_str();
         let refused = |refusal| match refusal {
-            Refusal::Throttled(wait) => {
-                tracing::warn!(%client, "login refused: too many failures");
-                LoginError::TooManyAttempts(wait)
-            }
+            Refusal::Throttled(wait) => LoginError::TooManyAttempts(wait),
             Refusal::Database(err) => LoginError::Unavailable(err),
         };
         if username.len() > MAX_USERNAME_LEN
@@ -289,20 +418,15 @@ impl Auth {
                 }
                 user
             }
-            _ => {
-                tracing::info!(%client, "login failed");
-                return Err(LoginError::InvalidGrant);
-            }
+            _ => return Err(LoginError::InvalidGrant),
         };
         self.throttle.succeeded(&self.store, attempt).await?;
 
         let scopes = request.scopes.intersection(&user.allowed_scopes());
         let client_id = request.client_id.filter(|id| id.len() <= MAX_CLIENT_ID_LEN);
-        let issued = self
+        Ok(self
             .start_session(&user, client_id.as_deref(), scopes)
-            .await?;
-        tracing::info!(user = %user.username, scopes = %issued.scopes, "token issued");
-        Ok(issued)
+            .await?)
     }
 
     async fn start_session(
@@ -343,7 +467,22 @@ impl Auth {
     /// a new refresh token, the presented one spent. A spent token presented again within
     /// the grace is a retry and gets a fresh pair; after it, the token was stolen, and the
     /// whole session ends (RFC 9700, section 4.14.2).
-    pub async fn refresh(&self, request: RefreshRequest) -> Result<IssuedToken, LoginError> {
+    pub async fn refresh(
+        &self,
+        request: RefreshRequest,
+        client: Option<IpAddr>,
+    ) -> Result<IssuedToken, LoginError> {
+        let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let result = self.try_refresh(request, client).await;
+        self.count(&result, Metrics::refresh);
+        result
+    }
+
+    async fn try_refresh(
+        &self,
+        request: RefreshRequest,
+        client: IpAddr,
+    ) -> Result<IssuedToken, LoginError> {
         let Some(_) = self.refresh.ttl else {
             return Err(LoginError::UnsupportedGrantType(self.grant_types()));
         };
@@ -368,9 +507,10 @@ impl Auth {
                     self.store
                         .revoke_session(record.session_id, unix_millis(now))
                         .await?;
+                    self.metrics.refresh_token_reused();
                     tracing::warn!(
-                        user = %record.user.username,
-                        session = record.session_id,
+                        target: "audit", event = "session.reuse_detected",
+                        username = %record.user.username, %client, session = record.session_id,
                         "a spent refresh token was presented again: session revoked"
                     );
                     return Err(LoginError::InvalidRefreshToken);
@@ -394,7 +534,11 @@ impl Auth {
                 .await?;
             match rotation {
                 Rotation::Issued => {
-                    tracing::info!(user = %record.user.username, scopes = %scopes, "token refreshed");
+                    tracing::info!(
+                        target: "audit", event = "token.refreshed",
+                        username = %record.user.username, %client, scopes = %scopes,
+                        "token refreshed"
+                    );
                     return Ok(IssuedToken {
                         access_token: access.token,
                         expires_in: self.access_ttl,
@@ -451,6 +595,24 @@ impl Auth {
         token: &str,
         required: Option<Scope>,
     ) -> Result<users::User, AccessError> {
+        let result = self.check_bearer(token, required).await;
+        match &result {
+            Ok(_) => self.metrics.bearer_check("ok"),
+            Err(err) => {
+                if matches!(err, AccessError::Unavailable(_)) {
+                    self.metrics.database_error();
+                }
+                self.metrics.bearer_check(err.outcome());
+            }
+        }
+        result
+    }
+
+    async fn check_bearer(
+        &self,
+        token: &str,
+        required: Option<Scope>,
+    ) -> Result<users::User, AccessError> {
         if !token::is_well_formed(token) {
             return Err(AccessError::InvalidToken);
         }
@@ -487,25 +649,49 @@ impl Auth {
 
     /// Revokes `token` (RFC 7009): a refresh token ends its whole session, access tokens
     /// included; an access token ends only itself. Unknown or dead tokens are fine.
-    pub async fn revoke(&self, token: &str) -> Result<(), LoginError> {
+    pub async fn revoke(&self, token: &str, client: Option<IpAddr>) -> Result<(), LoginError> {
+        let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let kind = match self.try_revoke(token).await {
+            Ok(kind) => kind,
+            Err(err) => {
+                self.metrics.database_error();
+                return Err(LoginError::Unavailable(err));
+            }
+        };
+        self.metrics.revocation(kind);
+        match kind {
+            "session" => tracing::info!(
+                target: "audit", event = "session.revoked", %client,
+                "a refresh token was revoked: its session ended"
+            ),
+            "access_token" => tracing::info!(
+                target: "audit", event = "token.revoked", %client, "an access token was revoked"
+            ),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Revokes and says what the token was: `session`, `access_token` or `unknown`.
+    async fn try_revoke(&self, token: &str) -> Result<&'static str, sqlx::Error> {
         if !token::is_well_formed(token) {
-            return Ok(());
+            return Ok("unknown");
         }
         let digest = TokenDigest::of(token);
         let now = unix_millis(SystemTime::now());
-        match self
+        if let Some(session) = self
             .store
             .session_of_refresh_token(digest.as_bytes())
             .await?
         {
-            Some(session) => self.store.revoke_session(session, now).await?,
-            None => {
-                self.store
-                    .revoke_access_token(digest.as_bytes(), now)
-                    .await?;
-            }
+            self.store.revoke_session(session, now).await?;
+            return Ok("session");
         }
-        Ok(())
+        let revoked = self
+            .store
+            .revoke_access_token(digest.as_bytes(), now)
+            .await?;
+        Ok(if revoked { "access_token" } else { "unknown" })
     }
 
     /// Checks a registered client's credentials, in constant time whether or not the
@@ -519,7 +705,10 @@ impl Auth {
         if clients::secret_matches(secret, stored.as_deref()) {
             Ok(())
         } else {
-            tracing::info!(client = %client_id.chars().take(64).collect::<String>(), "client authentication failed");
+            tracing::warn!(
+                target: "audit", event = "client.authentication_failed",
+                client_id = %loggable(client_id), "client authentication failed"
+            );
             Err(IntrospectionError::InvalidClient)
         }
     }

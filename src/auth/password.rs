@@ -12,8 +12,11 @@ use argon2::{
     Algorithm, Argon2, Params, Version,
     password_hash::{PasswordHasher as _, PasswordVerifier as _, phc::PasswordHash},
 };
+use prometheus_client::metrics::gauge::Gauge;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics::Metrics;
 
 /// Verified against when the user does not exist, so an unknown username costs the same
 /// argon2 work as a wrong password. It hashes a random string nobody knows.
@@ -87,30 +90,47 @@ fn is_weaker_than_default(phc: &PasswordHash) -> bool {
 pub struct Hasher {
     permits: Arc<Semaphore>,
     jobs: Arc<AtomicU64>,
+    in_flight: Gauge,
+    waiting: Gauge,
 }
 
-impl Default for Hasher {
-    fn default() -> Self {
-        let cores = available_parallelism().map_or(1, |n| n.get());
-        Self {
-            permits: Arc::new(Semaphore::new(cores)),
-            jobs: Arc::default(),
-        }
+/// Counted as waiting for a slot while it lives (a client that hangs up stops waiting).
+struct Waiting(Gauge);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
 impl Hasher {
+    /// A hasher that reports its jobs in flight and waiting to `metrics`.
+    pub fn new(metrics: &Metrics) -> Self {
+        let cores = available_parallelism().map_or(1, |n| n.get());
+        Self {
+            permits: Arc::new(Semaphore::new(cores)),
+            jobs: Arc::default(),
+            in_flight: metrics.hashing_in_flight.clone(),
+            waiting: metrics.hashing_waiting.clone(),
+        }
+    }
+
     /// Waits for a free hashing slot.
     pub async fn slot(&self) -> HashSlot {
+        self.waiting.inc();
+        let waiting = Waiting(self.waiting.clone());
         let permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
             .expect("the hashing semaphore is never closed");
+        drop(waiting);
+        self.in_flight.inc();
         HashSlot {
-            permit,
+            _permit: permit,
             jobs: self.jobs.clone(),
+            in_flight: self.in_flight.clone(),
         }
     }
 
@@ -133,21 +153,27 @@ fn yield_to_requests() {
     }
 }
 
-/// The right to run one argon2 job now.
+/// The right to run one argon2 job now; the slot is free again when this is dropped.
 pub struct HashSlot {
-    permit: OwnedSemaphorePermit,
+    _permit: OwnedSemaphorePermit,
     jobs: Arc<AtomicU64>,
+    in_flight: Gauge,
+}
+
+impl Drop for HashSlot {
+    fn drop(&mut self) {
+        self.in_flight.dec();
+    }
 }
 
 impl HashSlot {
     /// Verifies `password` against `stored` (the dummy hash when the user is unknown).
     pub async fn verify(self, password: SecretString, stored: Option<String>) -> Verdict {
         self.jobs.fetch_add(1, Ordering::Relaxed);
-        let permit = self.permit;
         let job = tokio::task::spawn_blocking(move || {
             // Held by the job itself: a client that hangs up does not free the slot
             // while argon2 still runs.
-            let _permit = permit;
+            let _slot = self;
             yield_to_requests();
             verify_password(&password, stored.as_deref())
         });

@@ -219,6 +219,8 @@ fn random_suffix() -> String {
 
 pub struct TestApp {
     pub address: String,
+    /// `host:port` of the metrics listener, when `METRICS_ADDR` was set.
+    pub metrics_address: Option<String>,
     pub client: Client,
     pub auth: Arc<Auth>,
     pub database: Arc<TestDatabase>,
@@ -247,6 +249,7 @@ pub async fn spawn_app_on(
     configure(&mut settings);
     let server = Server::build(&settings).await.expect("server starts");
     let address = format!("http://{}", server.local_addr());
+    let metrics_address = server.metrics_addr().map(|address| address.to_string());
     let auth = server.auth();
     let expected = match database.backend() {
         Backend::Sqlite => "sqlite",
@@ -263,6 +266,7 @@ pub async fn spawn_app_on(
     }));
     TestApp {
         address,
+        metrics_address,
         client: Client::new(),
         auth,
         database,

@@ -11,6 +11,7 @@ mod docs;
 mod hardening;
 mod introspection;
 mod lifecycle;
+mod operations;
 mod refresh;
 mod reliability;
 mod replicas;

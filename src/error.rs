@@ -129,14 +129,7 @@ impl From<IntrospectionError> for IntrospectionErrorResponse {
             ),
             IntrospectionError::Unavailable(err) => {
                 tracing::error!(error = %err, "database error on the introspection endpoint");
-                Self::Unavailable(
-                    OAuthError::json(
-                        json!("Service temporarily unavailable"),
-                        "temporarily_unavailable",
-                        "The service is temporarily unavailable; retry shortly",
-                    ),
-                    UNAVAILABLE_RETRY_AFTER_SECS,
-                )
+                Self::Unavailable(unavailable(), UNAVAILABLE_RETRY_AFTER_SECS)
             }
         }
     }
@@ -162,6 +155,15 @@ pub enum AccessErrorResponse {
     /// The database does not answer; retry after the given number of seconds.
     #[oai(status = 503)]
     Unavailable(Json<Detail>, #[oai(header = "Retry-After")] u64),
+}
+
+/// The 503 body of the endpoints that answer in RFC 6749's format.
+fn unavailable() -> Json<OAuthError> {
+    OAuthError::json(
+        json!("Service temporarily unavailable"),
+        "temporarily_unavailable",
+        "The service is temporarily unavailable; retry shortly",
+    )
 }
 
 fn field_errors_json(errors: &[FieldError]) -> serde_json::Value {
@@ -254,14 +256,7 @@ impl From<LoginError> for TokenErrorResponse {
             }
             LoginError::Unavailable(err) => {
                 tracing::error!(error = %err, "database error on a token endpoint");
-                Self::Unavailable(
-                    OAuthError::json(
-                        json!("Service temporarily unavailable"),
-                        "temporarily_unavailable",
-                        "The service is temporarily unavailable; retry shortly",
-                    ),
-                    UNAVAILABLE_RETRY_AFTER_SECS,
-                )
+                Self::Unavailable(unavailable(), UNAVAILABLE_RETRY_AFTER_SECS)
             }
         }
     }

@@ -32,8 +32,16 @@ import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CEILING = os.path.join(ROOT, "target", "release", "examples", "ceiling")
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 BINARY = os.path.join(ROOT, "target", "release", "simple-oauth2")
+
+# A light probe, like a few users: each connection sends a request every 10 ms.
+PROBE_LUA = """
+function delay()
+   return 10
+end
+"""
 
 LOGIN_LUA = """
 wrk.method = "POST"
@@ -69,8 +77,9 @@ def parse_wrk(output):
     return {"rps": rps, "p50_ms": pct.get("50"), "p99_ms": pct.get("99"), "errors": errors}
 
 
-def wrk(url, connections, seconds, header=None, script=None):
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+def wrk(url, connections, seconds, header=None, script=None, threads=2):
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+           "--timeout", "10s"]
     if header:
         cmd += ["-H", header]
     if script:
@@ -136,9 +145,13 @@ def reset_peak_memory(pid):
 
 
 class Server:
-    def __init__(self, database_url, port):
+    """The service with throttling off; `quiet` turns logging down to warnings, otherwise
+    it runs with the default log settings, its log going to a file as it would in use."""
+
+    def __init__(self, database_url, port, quiet=True, program=BINARY, ready_path="/health"):
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
+        self.ready_path = ready_path
         env = dict(
             os.environ,
             DATABASE_URL=database_url,
@@ -146,17 +159,20 @@ class Server:
             PORT=str(port),
             LOGIN_MAX_FAILURES="0",
             LOGIN_MAX_FAILURES_PER_ADDRESS="0",
-            RUST_LOG="warn",
         )
+        env.pop("RUST_LOG", None)
+        if quiet:
+            env["RUST_LOG"] = "warn"
+        self.log = tempfile.TemporaryFile()
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen([BINARY], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([program], env=env, stdout=subprocess.DEVNULL, stderr=self.log)
         self.first_answer_ms = self._wait_until_up()
 
     def _wait_until_up(self):
         deadline = time.perf_counter() + 30
         while time.perf_counter() < deadline:
             try:
-                with urllib.request.urlopen(self.base + "/health", timeout=1) as r:
+                with urllib.request.urlopen(self.base + self.ready_path, timeout=1) as r:
                     if r.status == 200:
                         return (time.perf_counter() - self.started) * 1000
             except OSError:
@@ -174,6 +190,34 @@ class Server:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.log.close()
+
+
+def probe_during(url, seconds, workdir, flood_url, flood_script=None, header=None):
+    """The light probe's latencies on `url`, alone and while 32 connections flood
+    `flood_url`."""
+    probe = os.path.join(workdir, "probe.lua")
+    with open(probe, "w") as f:
+        f.write(PROBE_LUA)
+    idle = run_wrk(url, 4, seconds, header=header, script=probe, threads=1)
+    flood = wrk(flood_url, 32, seconds + 2, script=flood_script)
+    time.sleep(1)
+    during = run_wrk(url, 4, seconds, header=header, script=probe, threads=1)
+    flood_result = parse_wrk(flood.communicate()[0])
+    return idle, during, flood_result
+
+
+def ceiling_round(seconds, workdir):
+    """The machine's HTTP ceiling: a bare poem server answering a constant."""
+    server = Server("unused", free_port(), program=CEILING, ready_path="/")
+    try:
+        result = {"ceiling_c64": run_wrk(server.base + "/", 64, seconds)}
+        idle, during, _ = probe_during(server.base + "/", seconds, workdir, server.base + "/")
+        result["ceiling_probe_idle"] = idle
+        result["ceiling_probe_flood"] = during
+    finally:
+        server.stop()
+    return result
 
 
 def one_round(seconds, workdir):
@@ -183,8 +227,25 @@ def one_round(seconds, workdir):
             os.remove(db + suffix)
     # Create and migrate the database, then time a launch on the existing file.
     Server(f"sqlite:{db}", free_port()).stop()
+    result = ceiling_round(seconds, workdir)
+    script = os.path.join(workdir, "login.lua")
+    with open(script, "w") as f:
+        f.write(LOGIN_LUA)
+    # The default settings, as people run it.
+    server = Server(f"sqlite:{db}", free_port(), quiet=False)
+    try:
+        auth = f"Authorization: Bearer {server.login()}"
+        me = server.base + "/users/me"
+        result["default_me_c64"] = run_wrk(me, 64, seconds, header=auth)
+        idle, during, flood = probe_during(me, seconds, workdir, server.base + "/token",
+                                           flood_script=script, header=auth)
+        result["default_probe_idle"] = idle
+        result["default_probe_flood"] = during
+        result["default_login_flood_c32"] = flood
+    finally:
+        server.stop()
     server = Server(f"sqlite:{db}", free_port())
-    result = {"launch_to_first_answer_ms": server.first_answer_ms}
+    result["launch_to_first_answer_ms"] = server.first_answer_ms
     try:
         pid = server.proc.pid
         token = server.login()
@@ -194,9 +255,6 @@ def one_round(seconds, workdir):
         result["idle_rss_mib"] = memory_kib(pid, "VmRSS") / 1024
         for c in (16, 64, 256):
             result[f"me_c{c}"] = run_wrk(me, c, seconds, header=auth)
-        script = os.path.join(workdir, "login.lua")
-        with open(script, "w") as f:
-            f.write(LOGIN_LUA)
         result["token_c16"] = run_wrk(server.base + "/token", 16, seconds, script=script)
         result["me_idle_c16"] = run_wrk(me, 16, seconds, header=auth)
         peak_reset = reset_peak_memory(pid)
@@ -294,6 +352,24 @@ def report(summary):
         r = med[key]
         return f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']:.0f} |"
 
+    ceiling = med.get("ceiling_c64")
+    ratios = []
+    if ceiling:
+        probe_ratio = med["default_probe_flood"]["p99_ms"] / med["ceiling_probe_flood"]["p99_ms"]
+        ratios = [
+            "",
+            "| against the ceiling (same run) | ratio |",
+            "|---|---:|",
+            f"| /users/me, 64 connections, default settings: requests/s | "
+            f"{med['default_me_c64']['rps'] / ceiling['rps']:.2f}x |",
+            f"| /users/me, 64 connections, quiet (RUST_LOG=warn): requests/s | "
+            f"{med['me_c64']['rps'] / ceiling['rps']:.2f}x |",
+            f"| /users/me, 64 connections, default settings: p99 | "
+            f"{med['default_me_c64']['p99_ms'] / ceiling['p99_ms']:.2f}x |",
+            f"| probe p99 during a 32-connection login flood / ceiling probe p99 during a "
+            f"32-connection flood | {probe_ratio:.2f}x |",
+        ]
+
     peak = summary["flood_peak_rss_mib"]
     return "\n".join([
         f"Medians of {summary['rounds']} rounds, {summary['seconds_per_point']} s per point, "
@@ -301,6 +377,16 @@ def report(summary):
         "",
         "| load | requests/s | p50 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|",
+        *([row("ceiling: bare poem server, GET /, 64 connections", "ceiling_c64"),
+           row("ceiling: probe (4 connections, 100 req/s each), idle", "ceiling_probe_idle"),
+           row("ceiling: probe during a 32-connection flood of GET /", "ceiling_probe_flood"),
+           row("default settings: GET /users/me, 64 connections", "default_me_c64"),
+           row("default settings: probe on /users/me, idle", "default_probe_idle"),
+           row("default settings: probe on /users/me during a 32-connection login flood",
+               "default_probe_flood"),
+           row("default settings: POST /token, 32-connection login flood",
+               "default_login_flood_c32")]
+          if "ceiling_c64" in med else []),
         row("GET /users/me, 16 connections", "me_c16"),
         row("GET /users/me, 64 connections", "me_c64"),
         row("GET /users/me, 256 connections", "me_c256"),
@@ -314,8 +400,10 @@ def report(summary):
             ("PostgreSQL, 2 replicas, load split: GET /users/me, 64 connections", "pg2_me_c64"),
             ("PostgreSQL, 2 replicas, load split: POST /token, 16 connections", "pg2_token_c16"),
         ) if key in med],
+        *ratios,
         "",
-        "The SQLite rows run one replica on a temporary file. Both replicas of the "
+        "The rows without a prefix run quiet (RUST_LOG=warn). The SQLite rows run one "
+        "replica on a temporary file. Both replicas of the "
         "PostgreSQL rows run on the same machine as the database and wrk, so they share "
         "its cores: two replicas show the cost of sharing one database, not twice the "
         "hardware.",
@@ -333,7 +421,8 @@ def report(summary):
 def measure(args):
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "simple-oauth2",
+                    "--example", "ceiling"], cwd=ROOT, check=True)
 
     rounds = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -343,7 +432,9 @@ def measure(args):
 
     m = lambda *path: median_of(rounds, *path)  # noqa: E731
     keys = ["me_c16", "me_c64", "me_c256", "token_c16", "me_idle_c16",
-            "me_during_flood_c16", "login_flood_c32"]
+            "me_during_flood_c16", "login_flood_c32", "ceiling_c64", "ceiling_probe_idle",
+            "ceiling_probe_flood", "default_me_c64", "default_probe_idle",
+            "default_probe_flood", "default_login_flood_c32"]
     keys += [k for k in ("pg1_me_c64", "pg1_token_c16", "pg2_me_c64", "pg2_token_c16")
              if all(k in r for r in rounds)]
     summary = {

@@ -142,14 +142,19 @@ impl Hasher {
 
 /// Lowers the calling thread's CPU priority, so that a login flood that keeps every core
 /// hashing still leaves room for the cheap requests (`/users/me` p99 stays close to idle).
-/// Logins lose little: alone, they get every core anyway.
+/// Logins lose little: alone, they get every core anyway. Linux's `SCHED_IDLE` runs the
+/// thread only when nothing else wants the core; where it is refused, nice 10 instead.
 fn yield_to_requests() {
     #[cfg(target_os = "linux")]
-    // SAFETY: plain syscalls on the calling thread, with no memory passed.
+    // SAFETY: plain syscalls on the calling thread, with a struct that lives across the
+    // call.
     unsafe {
-        // On Linux a thread id names one thread for PRIO_PROCESS; failure only means the
-        // priority stays as it was.
-        let _ = libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            // On Linux a thread id names one thread for PRIO_PROCESS; failure only means
+            // the priority stays as it was.
+            let _ = libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+        }
     }
 }
 

@@ -361,7 +361,7 @@ impl AllowedMethods {
     }
 
     fn get(&self, path: &str) -> Option<&str> {
-        self.0.get(path.trim_end_matches('/')).map(String::as_str)
+        self.0.get(self.route(path)?).map(String::as_str)
     }
 
     /// The route template `path` belongs to, if it is one of ours.

@@ -9,7 +9,12 @@ use poem_openapi::{
 
 use std::sync::Arc;
 
-use crate::{auth::AccessError, error::AccessErrorResponse, metrics::Metrics, scope::Scope};
+use crate::{
+    auth::{AccessError, Outcome},
+    error::AccessErrorResponse,
+    metrics::Metrics,
+    scope::Scope,
+};
 
 /// The scheme's name in the OpenAPI document, as in FastAPI's tutorial.
 const SCHEME_NAME: &str = "OAuth2PasswordBearer";

@@ -94,9 +94,21 @@ pub enum LoginError {
     Unavailable(#[from] sqlx::Error),
 }
 
-impl LoginError {
+/// What a failed request counts as in the metrics.
+pub trait Outcome {
     /// A fixed word for metrics.
-    pub fn outcome(&self) -> &'static str {
+    fn outcome(&self) -> &'static str;
+
+    /// Whether the database failed (counted apart, too).
+    fn is_unavailable(&self) -> bool;
+}
+
+impl Outcome for LoginError {
+    fn is_unavailable(&self) -> bool {
+        matches!(self, LoginError::Unavailable(_))
+    }
+
+    fn outcome(&self) -> &'static str {
         match self {
             LoginError::InvalidRequest(_) => "invalid_request",
             LoginError::UnsupportedGrantType(_) => "unsupported_grant_type",
@@ -126,9 +138,12 @@ pub enum AccessError {
     Unavailable(#[from] sqlx::Error),
 }
 
-impl AccessError {
-    /// A fixed word for metrics.
-    pub fn outcome(&self) -> &'static str {
+impl Outcome for AccessError {
+    fn is_unavailable(&self) -> bool {
+        matches!(self, AccessError::Unavailable(_))
+    }
+
+    fn outcome(&self) -> &'static str {
         match self {
             AccessError::NotAuthenticated => "not_authenticated",
             AccessError::InvalidRequest => "invalid_request",
@@ -152,9 +167,12 @@ pub enum IntrospectionError {
     Unavailable(#[from] sqlx::Error),
 }
 
-impl IntrospectionError {
-    /// A fixed word for metrics.
-    pub fn outcome(&self) -> &'static str {
+impl Outcome for IntrospectionError {
+    fn is_unavailable(&self) -> bool {
+        matches!(self, IntrospectionError::Unavailable(_))
+    }
+
+    fn outcome(&self) -> &'static str {
         match self {
             IntrospectionError::InvalidRequest(_) => "invalid_request",
             IntrospectionError::InvalidClient => "invalid_client",
@@ -298,15 +316,14 @@ impl Auth {
         &self,
         result: &Result<Option<Introspection>, IntrospectionError>,
     ) {
-        let outcome = match result {
-            Ok(Some(_)) => "active",
-            Ok(None) => "inactive",
-            Err(err) => err.outcome(),
-        };
-        if matches!(result, Err(IntrospectionError::Unavailable(_))) {
-            self.metrics.database_error();
-        }
-        self.metrics.introspection(outcome);
+        let answered = result.as_ref().map(|found| {
+            if found.is_some() {
+                "active"
+            } else {
+                "inactive"
+            }
+        });
+        self.observe(answered, Metrics::introspection);
     }
 
     /// How often the token cache answered a bearer check, and how often it could not.
@@ -351,21 +368,27 @@ impl Auth {
             ),
             Err(_) => {}
         }
-        self.count(&result, Metrics::login);
+        self.observe(result.as_ref().map(|_| "issued"), Metrics::login);
         result
     }
 
-    /// Counts an outcome with `record`, and a database error when there was one.
-    fn count<T>(&self, result: &Result<T, LoginError>, record: fn(&Metrics, &'static str)) {
-        match result {
-            Ok(_) => record(&self.metrics, "issued"),
+    /// Counts an outcome with `record` (`ok`: the word for a success), and a database
+    /// error when that is what failed.
+    fn observe(
+        &self,
+        outcome: Result<&'static str, &impl Outcome>,
+        record: fn(&Metrics, &'static str),
+    ) {
+        let word = match outcome {
+            Ok(word) => word,
             Err(err) => {
-                if matches!(err, LoginError::Unavailable(_)) {
+                if err.is_unavailable() {
                     self.metrics.database_error();
                 }
-                record(&self.metrics, err.outcome());
+                err.outcome()
             }
-        }
+        };
+        record(&self.metrics, word);
     }
 
     async fn try_login(
@@ -474,7 +497,7 @@ impl Auth {
     ) -> Result<IssuedToken, LoginError> {
         let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let result = self.try_refresh(request, client).await;
-        self.count(&result, Metrics::refresh);
+        self.observe(result.as_ref().map(|_| "issued"), Metrics::refresh);
         result
     }
 
@@ -596,15 +619,7 @@ impl Auth {
         required: Option<Scope>,
     ) -> Result<users::User, AccessError> {
         let result = self.check_bearer(token, required).await;
-        match &result {
-            Ok(_) => self.metrics.bearer_check("ok"),
-            Err(err) => {
-                if matches!(err, AccessError::Unavailable(_)) {
-                    self.metrics.database_error();
-                }
-                self.metrics.bearer_check(err.outcome());
-            }
-        }
+        self.observe(result.as_ref().map(|_| "ok"), Metrics::bearer_check);
         result
     }
 

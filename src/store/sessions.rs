@@ -62,6 +62,15 @@ pub struct SessionSummary {
     pub expires_at: i64,
 }
 
+/// Ends every session of a user: `$1` the time, `$2` the user's id. With
+/// [`REVOKE_USER_ACCESS_TOKENS`], in one transaction, the user is logged out everywhere.
+pub(super) const REVOKE_USER_SESSIONS: &str =
+    "update sessions set revoked_at = $1 where user_id = $2 and revoked_at is null";
+
+/// Revokes every access token of a user: `$1` the time, `$2` the user's id.
+pub(super) const REVOKE_USER_ACCESS_TOKENS: &str =
+    "update access_tokens set revoked_at = $1 where user_id = $2 and revoked_at is null";
+
 /// A random session id: chosen here rather than by the database, so that no write needs
 /// `returning` (sqlx 0.9 on SQLite can leave a failed `returning` statement holding the
 /// write lock). 63 random bits do not collide in practice; the primary key would refuse
@@ -296,20 +305,16 @@ impl Store {
         };
         let ended = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let sessions = sqlx::query(
-                "update sessions set revoked_at = $1 where user_id = $2 and revoked_at is null",
-            )
-            .bind(now)
-            .bind(user.id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "update access_tokens set revoked_at = $1 where user_id = $2 and revoked_at is null",
-            )
-            .bind(now)
-            .bind(user.id)
-            .execute(&mut *tx)
-            .await?;
+            let sessions = sqlx::query(REVOKE_USER_SESSIONS)
+                .bind(now)
+                .bind(user.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(REVOKE_USER_ACCESS_TOKENS)
+                .bind(now)
+                .bind(user.id)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             sessions.rows_affected()
         });

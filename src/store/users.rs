@@ -2,7 +2,10 @@
 
 use sqlx::FromRow;
 
-use super::{Store, on_pool};
+use super::{
+    Store, on_pool,
+    sessions::{REVOKE_USER_ACCESS_TOKENS, REVOKE_USER_SESSIONS},
+};
 use crate::{
     scope::Scopes,
     users::{NewUser, User},
@@ -107,29 +110,26 @@ impl Store {
         hashed_password: &str,
         now: i64,
     ) -> Result<bool, sqlx::Error> {
+        let Some(user) = self.find_user(username).await? else {
+            return Ok(false);
+        };
         let done = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let done = sqlx::query("update users set hashed_password = $1 where username = $2")
+            let done = sqlx::query("update users set hashed_password = $1 where id = $2")
                 .bind(hashed_password)
-                .bind(username)
+                .bind(user.id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "update sessions set revoked_at = $1
-                 where revoked_at is null and user_id = (select id from users where username = $2)",
-            )
-            .bind(now)
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "update access_tokens set revoked_at = $1
-                 where revoked_at is null and user_id = (select id from users where username = $2)",
-            )
-            .bind(now)
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(REVOKE_USER_SESSIONS)
+                .bind(now)
+                .bind(user.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(REVOKE_USER_ACCESS_TOKENS)
+                .bind(now)
+                .bind(user.id)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             done.rows_affected()
         });

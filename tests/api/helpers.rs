@@ -561,6 +561,16 @@ pub async fn status_and_json(response: Response) -> (u16, Value) {
     (status, body)
 }
 
+/// Checks the answer of a service whose database does not answer: 503 JSON with a
+/// `detail` and `Retry-After`. Returns the body.
+pub async fn assert_unavailable(response: Response) -> Value {
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("JSON body");
+    assert!(body["detail"].is_string(), "{body}");
+    body
+}
+
 /// Tells the person running the tests that one was skipped. Written straight to the
 /// terminal: libtest swallows `eprintln!` from a test that passes.
 pub fn say_skipped(what: &str, reason: &str) {

@@ -200,35 +200,25 @@ async fn with_json_logs_every_line_parses_and_audit_events_carry_their_fields() 
         login("alice", "not-her-password").await.unwrap().status(),
         429
     );
-    let refreshed = client
-        .post(format!("{base}/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refreshed.status(), 200);
-    let replayed = client
-        .post(format!("{base}/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(replayed.status(), 400);
-    let (other, _) = {
-        let body: Value = login("johndoe", "secret")
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (body["access_token"].as_str().unwrap().to_owned(), ())
+    let refresh_with = |refresh_token: String| {
+        client
+            .post(format!("{base}/token"))
+            .form(&[
+                ("grant_type", "refresh_token".to_owned()),
+                ("refresh_token", refresh_token),
+            ])
+            .send()
     };
+    assert_eq!(refresh_with(refresh.clone()).await.unwrap().status(), 200);
+    // The same token again, with no grace: reuse.
+    assert_eq!(refresh_with(refresh.clone()).await.unwrap().status(), 400);
+    let body: Value = login("johndoe", "secret")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let other = body["access_token"].as_str().unwrap().to_owned();
     let revoked = client
         .post(format!("{base}/token/revoke"))
         .form(&[("token", other.as_str())])

@@ -6,7 +6,9 @@ use futures_util::{StreamExt, future::join_all, stream::FuturesUnordered};
 use reqwest::Client;
 use serde_json::Value;
 
-use crate::helpers::{ServerProcess, TestDatabase, say_skipped, spawn_app, spawn_app_on};
+use crate::helpers::{
+    ServerProcess, TestDatabase, assert_unavailable, say_skipped, spawn_app, spawn_app_on,
+};
 
 async fn login(client: &Client, address: &str) -> Result<(u16, Option<String>), reqwest::Error> {
     let response = client
@@ -103,14 +105,9 @@ async fn a_full_disk_gives_503_and_the_service_recovers_when_space_returns() {
     let token = app.token_for("johndoe", "secret", "").await;
 
     let filler = disk.fill();
-    let health = app.get("/health").send().await.unwrap();
-    assert_eq!(health.status(), 503);
-    assert!(health.headers().contains_key("retry-after"));
+    assert_unavailable(app.get("/health").send().await.unwrap()).await;
     for _ in 0..3 {
-        let response = app.login("johndoe", "secret").await;
-        assert_eq!(response.status(), 503);
-        assert!(response.headers().contains_key("retry-after"));
-        let body: Value = response.json().await.unwrap();
+        let body = assert_unavailable(app.login("johndoe", "secret").await).await;
         assert_eq!(body["error"], "temporarily_unavailable");
     }
     let status = app.get_with_token("/users/me", &token).await.status();
@@ -142,10 +139,7 @@ async fn a_read_only_database_gives_503_for_writes_and_keeps_serving_reads() {
         app.login("johndoe", "secret").await,
         app.revoke(&token).await,
     ] {
-        assert_eq!(response.status(), 503);
-        assert!(response.headers().contains_key("retry-after"));
-        let body: Value = response.json().await.unwrap();
-        assert!(body["detail"].is_string());
+        assert_unavailable(response).await;
     }
     assert_eq!(app.get_with_token("/users/me", &token).await.status(), 200);
 }

@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -146,9 +147,11 @@ def reset_peak_memory(pid):
 
 class Server:
     """The service with throttling off; `quiet` turns logging down to warnings, otherwise
-    it runs with the default log settings, its log going to a file as it would in use."""
+    it runs with the default log settings, its log going to a file as it would in use.
+    `metrics` serves the metrics on a port of their own, which a `Scraper` then reads."""
 
-    def __init__(self, database_url, port, quiet=True, program=BINARY, ready_path="/health"):
+    def __init__(self, database_url, port, quiet=True, program=BINARY, ready_path="/health",
+                 metrics=False):
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.ready_path = ready_path
@@ -161,8 +164,14 @@ class Server:
             LOGIN_MAX_FAILURES_PER_ADDRESS="0",
         )
         env.pop("RUST_LOG", None)
+        env.pop("METRICS_ADDR", None)
         if quiet:
             env["RUST_LOG"] = "warn"
+        self.metrics_url = None
+        if metrics:
+            metrics_port = free_port()
+            env["METRICS_ADDR"] = f"127.0.0.1:{metrics_port}"
+            self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self.log = tempfile.TemporaryFile()
         self.started = time.perf_counter()
         self.proc = subprocess.Popen([program], env=env, stdout=subprocess.DEVNULL, stderr=self.log)
@@ -191,6 +200,30 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+class Scraper:
+    """Reads the metrics every second while in use, as a (busy) Prometheus would."""
+
+    def __init__(self, url):
+        self.url = url
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.scrapes = 0
+
+    def _run(self):
+        while not self.stop.wait(1.0):
+            with urllib.request.urlopen(self.url, timeout=5) as r:
+                r.read()
+            self.scrapes += 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
 
 
 def probe_during(url, seconds, workdir, flood_url, flood_script=None, header=None):
@@ -242,6 +275,18 @@ def one_round(seconds, workdir):
         result["default_probe_idle"] = idle
         result["default_probe_flood"] = during
         result["default_login_flood_c32"] = flood
+    finally:
+        server.stop()
+    # The same with the metrics served and scraped (issue: metrics must not cost the goals).
+    server = Server(f"sqlite:{db}", free_port(), quiet=False, metrics=True)
+    try:
+        auth = f"Authorization: Bearer {server.login()}"
+        me = server.base + "/users/me"
+        with Scraper(server.metrics_url):
+            result["metrics_me_c64"] = run_wrk(me, 64, seconds, header=auth)
+            _, during, _ = probe_during(me, seconds, workdir, server.base + "/token",
+                                        flood_script=script, header=auth)
+        result["metrics_probe_flood"] = during
     finally:
         server.stop()
     server = Server(f"sqlite:{db}", free_port())
@@ -356,6 +401,8 @@ def report(summary):
     ratios = []
     if ceiling:
         probe_ratio = med["default_probe_flood"]["p99_ms"] / med["ceiling_probe_flood"]["p99_ms"]
+        metrics_probe_ratio = (med["metrics_probe_flood"]["p99_ms"]
+                               / med["ceiling_probe_flood"]["p99_ms"])
         ratios = [
             "",
             "| against the ceiling (same run) | ratio |",
@@ -368,6 +415,12 @@ def report(summary):
             f"{med['default_me_c64']['p99_ms'] / ceiling['p99_ms']:.2f}x |",
             f"| probe p99 during a 32-connection login flood / ceiling probe p99 during a "
             f"32-connection flood | {probe_ratio:.2f}x |",
+            f"| metrics served and scraped every second: /users/me, 64 connections, "
+            f"requests/s | {med['metrics_me_c64']['rps'] / ceiling['rps']:.2f}x |",
+            f"| metrics served and scraped every second: /users/me p99 | "
+            f"{med['metrics_me_c64']['p99_ms'] / ceiling['p99_ms']:.2f}x |",
+            f"| metrics served and scraped every second: probe p99 during the login flood | "
+            f"{metrics_probe_ratio:.2f}x |",
         ]
 
     peak = summary["flood_peak_rss_mib"]
@@ -385,7 +438,11 @@ def report(summary):
            row("default settings: probe on /users/me during a 32-connection login flood",
                "default_probe_flood"),
            row("default settings: POST /token, 32-connection login flood",
-               "default_login_flood_c32")]
+               "default_login_flood_c32"),
+           row("metrics on (METRICS_ADDR, scraped every second): GET /users/me, "
+               "64 connections", "metrics_me_c64"),
+           row("metrics on: probe on /users/me during a 32-connection login flood",
+               "metrics_probe_flood")]
           if "ceiling_c64" in med else []),
         row("GET /users/me, 16 connections", "me_c16"),
         row("GET /users/me, 64 connections", "me_c64"),
@@ -434,7 +491,8 @@ def measure(args):
     keys = ["me_c16", "me_c64", "me_c256", "token_c16", "me_idle_c16",
             "me_during_flood_c16", "login_flood_c32", "ceiling_c64", "ceiling_probe_idle",
             "ceiling_probe_flood", "default_me_c64", "default_probe_idle",
-            "default_probe_flood", "default_login_flood_c32"]
+            "default_probe_flood", "default_login_flood_c32", "metrics_me_c64",
+            "metrics_probe_flood"]
     keys += [k for k in ("pg1_me_c64", "pg1_token_c16", "pg2_me_c64", "pg2_token_c16")
              if all(k in r for r in rounds)]
     summary = {

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -56,6 +56,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// HTTP/2 requests one connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// Answers a request without a body before it becomes a poem request, or returns `None`
+/// to pass it on to the endpoint.
+pub type Shortcut = Arc<dyn Fn(&http::request::Parts) -> Option<Response> + Send + Sync>;
 
 /// Raises the soft limit on open descriptors to the hard limit, and returns how many
 /// connections may be open at once within it.
@@ -101,6 +105,7 @@ fn raise_descriptor_limit() -> u64 {
 pub async fn serve<E>(
     listener: TcpListener,
     endpoint: E,
+    shortcut: Option<Shortcut>,
     max_connections: usize,
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
@@ -133,6 +138,7 @@ where
         let _ = stream.set_nodelay(true);
         let connection = Connection {
             endpoint: endpoint.clone(),
+            shortcut: shortcut.clone(),
             local_addr,
             remote_addr,
             stopping: stopping.clone(),
@@ -172,6 +178,7 @@ async fn back_off(err: &io::Error) {
 
 struct Connection<E> {
     endpoint: Arc<E>,
+    shortcut: Option<Shortcut>,
     local_addr: SocketAddr,
     remote_addr: SocketAddr,
     stopping: watch::Receiver<bool>,
@@ -183,19 +190,32 @@ impl<E: Endpoint<Output = Response> + 'static> Connection<E> {
         let service = {
             let activity = activity.clone();
             let endpoint = self.endpoint.clone();
+            let shortcut = self.shortcut.clone();
             let local = LocalAddr(self.local_addr.into());
             let remote = RemoteAddr(self.remote_addr.into());
             hyper::service::service_fn(move |request: http::Request<Incoming>| {
                 let in_flight = activity.request_started();
                 let endpoint = endpoint.clone();
-                let request = poem::Request::from((
-                    request,
-                    local.clone(),
-                    remote.clone(),
-                    http::uri::Scheme::HTTP,
-                ));
+                let (parts, body) = request.into_parts();
+                let answered = match &shortcut {
+                    Some(shortcut) if body.is_end_stream() => shortcut(&parts),
+                    _ => None,
+                };
+                let next = answered.ok_or_else(|| {
+                    poem::Request::from((
+                        http::Request::from_parts(parts, body),
+                        local.clone(),
+                        remote.clone(),
+                        http::uri::Scheme::HTTP,
+                    ))
+                });
                 async move {
-                    let response = endpoint.get_response(request).await;
+                    let response = match next {
+                        Ok(response) => response,
+                        // Boxed: the endpoint's state is kilobytes, which hyper would
+                        // otherwise move around with every poll.
+                        Err(request) => Box::pin(endpoint.get_response(request)).await,
+                    };
                     drop(in_flight);
                     Ok::<_, Infallible>(hyper::Response::from(response))
                 }

@@ -101,6 +101,7 @@ impl Server {
             tokio::spawn(connections::serve(
                 listener,
                 api::metrics_app(self.auth.metrics().clone()),
+                None,
                 METRICS_CONNECTIONS,
                 std::future::pending(),
                 Duration::ZERO,
@@ -109,6 +110,7 @@ impl Server {
         let result = connections::serve(
             self.listener,
             api::app(self.auth.clone()),
+            Some(api::shortcut(self.auth.clone())),
             self.max_connections,
             shutdown,
             SHUTDOWN_GRACE,

@@ -1,7 +1,10 @@
 //! The OAuth2 password-flow security scheme, and reading the bearer token out of the
 //! `Authorization` header (RFC 6750, section 2.1; never from the query string).
 
-use poem::{Request, RequestBody, http::header::AUTHORIZATION};
+use poem::{
+    Request, RequestBody,
+    http::{HeaderMap, header::AUTHORIZATION},
+};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ExtractParamOptions, OAuthScopes,
     registry::{MetaOAuthFlow, MetaOAuthFlows, MetaOAuthScope, MetaSecurityScheme, Registry},
@@ -29,8 +32,8 @@ impl BearerToken {
 
     /// Reads the request's `Authorization` headers. More than one is refused: a proxy
     /// that reads the last would disagree with us about who is calling.
-    fn from_headers(req: &Request) -> Result<Self, AccessError> {
-        let mut values = req.headers().get_all(AUTHORIZATION).iter();
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, AccessError> {
+        let mut values = headers.get_all(AUTHORIZATION).iter();
         let first = values.next();
         if values.next().is_some() {
             return Err(AccessError::InvalidRequest);
@@ -104,7 +107,7 @@ impl<'a> ApiExtractor<'a> for BearerToken {
         _body: &mut RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        Self::from_headers(req).map_err(|err| {
+        Self::from_headers(req.headers()).map_err(|err| {
             if let Some(metrics) = req.data::<Arc<Metrics>>() {
                 metrics.bearer_check(err.outcome());
             }

@@ -27,6 +27,7 @@ use poem_openapi::{OpenApiService, Tags};
 
 use crate::{
     auth::Auth,
+    connections::Shortcut,
     error::{self, AllowedMethods},
     metrics::Metrics,
 };
@@ -86,6 +87,24 @@ pub fn app(auth: Arc<Auth>) -> impl Endpoint<Output = Response> {
         .around(move |ep, req| around_request(ep, req, allowed.clone(), metrics.clone()))
 }
 
+/// What [`crate::connections::serve`] answers before a request reaches [`app`]: `GET /users/me`
+/// for a token the cache holds (see [`users::me_from_cache`]). Those answers are finished
+/// like every other (headers, metrics, log line).
+pub fn shortcut(auth: Arc<Auth>) -> Shortcut {
+    Arc::new(move |request| {
+        let started = Instant::now();
+        let response = users::me_from_cache(&auth, request)?;
+        Some(finish(
+            response,
+            users::ME,
+            &request.method,
+            request.uri.path(),
+            started,
+            auth.metrics(),
+        ))
+    })
+}
+
 /// The metrics listener's app: `GET /metrics` in the text exposition format, and nothing
 /// else.
 pub fn metrics_app(metrics: Arc<Metrics>) -> impl Endpoint<Output = Response> {
@@ -125,20 +144,33 @@ async fn around_request<E: Endpoint>(
     let method = req.method().clone();
     // The path only: a query string could carry a token.
     let path = req.uri().path().to_owned();
-    let mut response = match limit_body(req).await {
+    let response = match limit_body(req).await {
         Ok(req) => match ep.call(req).await {
             Ok(output) => output.into_response(),
             Err(err) => error::framework_error(err, &path, &allowed),
         },
         Err(response) => response,
     };
+    let route = allowed.route(&path).unwrap_or("unmatched");
+    Ok(finish(response, route, &method, &path, started, &metrics))
+}
+
+/// What every answer gets, however it was made: `nosniff`, its place in the metrics and
+/// its log line.
+fn finish(
+    mut response: Response,
+    route: &'static str,
+    method: &Method,
+    path: &str,
+    started: Instant,
+    metrics: &Metrics,
+) -> Response {
     response
         .headers_mut()
         .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    let route = allowed.route(&path).unwrap_or("unmatched");
-    metrics.request(route, method_label(&method), status, elapsed.as_secs_f64());
+    metrics.request(route, method_label(method), status, elapsed.as_secs_f64());
     // At debug, as tower-http's TraceLayer does by default: a line per request written
     // synchronously cost a third of the throughput at the default level. Audit events
     // and errors stay at info and above.
@@ -149,7 +181,7 @@ async fn around_request<E: Endpoint>(
         micros = elapsed.as_micros() as u64,
         "request"
     );
-    Ok(response)
+    response
 }
 
 /// Buffers the body up to [`MAX_BODY_BYTES`], or answers 413: at once when
@@ -170,7 +202,12 @@ async fn limit_body(mut req: Request) -> Result<Request, Response> {
         req.set_body(body);
         return Ok(req);
     }
-    let read = tokio::time::timeout(BODY_READ_TIMEOUT, body.into_bytes_limit(MAX_BODY_BYTES));
+    // Boxed: the read's state is kilobytes, and a request without a body should not carry
+    // it through every layer.
+    let read = Box::pin(tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        body.into_bytes_limit(MAX_BODY_BYTES),
+    ));
     match read.await {
         Ok(Ok(bytes)) => {
             req.set_body(bytes);

@@ -84,20 +84,27 @@ impl TokenCache {
     /// The remembered token, if nothing changed since it was read, it was read less than
     /// [`FRESHNESS`] ago, and it has not expired since (`now_millis`: Unix ms).
     pub fn get(&self, digest: &TokenDigest, now_millis: i64) -> Option<Arc<LiveToken>> {
-        let found = self.changes.generation().and_then(|generation| {
-            let entries = self.lock();
-            let entry = entries.get(digest)?;
-            (entry.generation == generation
-                && entry.is_fresh()
-                && entry.token.expires_at > now_millis)
-                .then(|| entry.token.clone())
-        });
+        let found = self.peek(digest, now_millis);
         if found.is_some() {
             self.hits.inc();
         } else {
             self.misses.inc();
         }
         found
+    }
+
+    /// As [`TokenCache::get`], but counts nothing: a caller that uses the answer counts
+    /// it with [`TokenCache::hit`]; one that does not asks `get` next.
+    pub fn peek(&self, digest: &TokenDigest, now_millis: i64) -> Option<Arc<LiveToken>> {
+        let generation = self.changes.generation()?;
+        let entries = self.lock();
+        let entry = entries.get(digest)?;
+        (entry.generation == generation && entry.is_fresh() && entry.token.expires_at > now_millis)
+            .then(|| entry.token.clone())
+    }
+
+    pub fn hit(&self) {
+        self.hits.inc();
     }
 
     /// Marks the start of a database read whose answer may be remembered.

@@ -192,12 +192,22 @@ pub fn watch_changes(pool: SqlitePool, changes: Arc<Changes>) -> tokio::task::Jo
             "cannot watch the database folder; changes made by other processes count within {RECHECK:?}"
         );
     }
+    // A connection of its own: while news is unsettled the token cache answers nothing,
+    // so reading the counter must not queue behind requests (a login flood) for the
+    // pool's. An in-memory database exists only on the pool's connections.
+    let reader = if database_folder(&pool).is_some() {
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*pool.connect_options()).clone())
+    } else {
+        pool
+    };
     tokio::spawn(async move {
         let _stop = StopOnDrop(running);
         let mut last = None;
         loop {
             let seen = changes.news_seen();
-            let read = check(&pool, &changes, &mut last).await;
+            let read = check(&reader, &changes, &mut last).await;
             if read {
                 changes.settle(seen);
             }

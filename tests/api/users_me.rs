@@ -155,3 +155,105 @@ both_backends! {
         }
     }
 }
+
+/// What a client can see of an answer: status, the headers it reads, and the body.
+async fn seen(response: reqwest::Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let status = response.status().as_u16();
+    let headers = ["content-type", "content-length", "x-content-type-options"]
+        .iter()
+        .map(|name| {
+            let value = response.headers().get(*name).map(|v| v.to_str().unwrap());
+            (name.to_string(), value.unwrap_or("<absent>").to_owned())
+        })
+        .collect();
+    (status, headers, response.bytes().await.unwrap().to_vec())
+}
+
+both_backends! {
+    // A token the cache holds is answered before the router (the fast path); one it
+    // does not goes through the OpenAPI handler. A client must not be able to tell.
+    #[tokio::test]
+    async fn an_answer_from_the_token_cache_is_the_same_as_one_from_the_database() {
+        let app = spawn_app().await;
+        app.cli(&["users", "add", "dora", "--password-stdin"])
+            .write_stdin("map-and-backpack\n")
+            .assert()
+            .success();
+
+        for (username, password, body) in [
+            (
+                "johndoe",
+                "secret",
+                r#"{"username":"johndoe","email":"johndoe@example.com","full_name":"John Doe","disabled":false}"#,
+            ),
+            (
+                "dora",
+                "map-and-backpack",
+                r#"{"username":"dora","email":null,"full_name":null,"disabled":false}"#,
+            ),
+        ] {
+            let token = app.token_for(username, password, "").await;
+            let (mut from_cache, mut from_database) = (None, None);
+            for _ in 0..20 {
+                let before = app.auth.token_cache_stats();
+                let answer = seen(app.get_with_token("/users/me", &token).await).await;
+                if app.auth.token_cache_stats().hits > before.hits {
+                    from_cache = Some(answer);
+                } else {
+                    from_database = Some(answer);
+                }
+                if from_cache.is_some() && from_database.is_some() {
+                    break;
+                }
+            }
+            let from_cache = from_cache.expect("no answer came from the cache");
+            let from_database = from_database.expect("no answer came from the database");
+
+            assert_eq!(from_cache, from_database);
+            assert_eq!(from_cache.0, 200);
+            assert_eq!(String::from_utf8(from_cache.2).unwrap(), body);
+            assert_eq!(
+                from_cache.1[0],
+                ("content-type".into(), "application/json; charset=utf-8".into())
+            );
+            assert_eq!(from_cache.1[2], ("x-content-type-options".into(), "nosniff".into()));
+        }
+    }
+
+    // Only a GET without a body is answered early: anything else gets what the router
+    // gives it, even with a token the cache holds.
+    #[tokio::test]
+    async fn a_cached_token_does_not_change_the_answer_to_other_requests() {
+        let app = spawn_app().await;
+        let token = app.token_for("johndoe", "secret", "").await;
+        assert_eq!(app.me_status(&token).await, 200);
+        assert_eq!(app.me_status(&token).await, 200);
+
+        let head = app
+            .client
+            .head(app.url("/users/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), 200);
+        assert!(head.bytes().await.unwrap().is_empty());
+        let too_large = app
+            .get("/users/me")
+            .bearer_auth(&token)
+            .body(vec![b'x'; 100_000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(too_large.status(), 413);
+        let (status, _) = status_and_json(
+            app.get("/users/me/")
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 404);
+    }
+}

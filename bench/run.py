@@ -240,17 +240,21 @@ def probe_during(url, seconds, workdir, flood_url, flood_script=None, header=Non
     return idle, during, flood_result
 
 
-def ceiling_round(seconds, workdir):
+def ceiling_round(ceiling, seconds, workdir):
     """The machine's HTTP ceiling: a bare poem server answering a constant."""
-    server = Server("unused", free_port(), program=CEILING, ready_path="/")
-    try:
-        result = {"ceiling_c64": run_wrk(server.base + "/", 64, seconds)}
-        idle, during, _ = probe_during(server.base + "/", seconds, workdir, server.base + "/")
-        result["ceiling_probe_idle"] = idle
-        result["ceiling_probe_flood"] = during
-    finally:
-        server.stop()
+    result = {"ceiling_c64": run_wrk(ceiling.base + "/", 64, seconds)}
+    idle, during, _ = probe_during(ceiling.base + "/", seconds, workdir, ceiling.base + "/")
+    result["ceiling_probe_idle"] = idle
+    result["ceiling_probe_flood"] = during
     return result
+
+
+def against_ceiling(result, key, ceiling, url, seconds, header):
+    """64 connections on `url`, right after the same on the ceiling (as `ceiling_for_<key>`):
+    this machine's speed drifts by a fifth within minutes, so each ratio compares
+    neighbours."""
+    result["ceiling_for_" + key] = run_wrk(ceiling.base + "/", 64, seconds)
+    result[key] = run_wrk(url, 64, seconds, header=header)
 
 
 def one_round(seconds, workdir):
@@ -260,7 +264,17 @@ def one_round(seconds, workdir):
             os.remove(db + suffix)
     # Create and migrate the database, then time a launch on the existing file.
     Server(f"sqlite:{db}", free_port()).stop()
-    result = ceiling_round(seconds, workdir)
+    ceiling = Server("unused", free_port(), program=CEILING, ready_path="/")
+    try:
+        result = ceiling_round(ceiling, seconds, workdir)
+        result.update(service_rounds(db, ceiling, seconds, workdir))
+    finally:
+        ceiling.stop()
+    return result
+
+
+def service_rounds(db, ceiling, seconds, workdir):
+    result = {}
     script = os.path.join(workdir, "login.lua")
     with open(script, "w") as f:
         f.write(LOGIN_LUA)
@@ -269,7 +283,7 @@ def one_round(seconds, workdir):
     try:
         auth = f"Authorization: Bearer {server.login()}"
         me = server.base + "/users/me"
-        result["default_me_c64"] = run_wrk(me, 64, seconds, header=auth)
+        against_ceiling(result, "default_me_c64", ceiling, me, seconds, auth)
         idle, during, flood = probe_during(me, seconds, workdir, server.base + "/token",
                                            flood_script=script, header=auth)
         result["default_probe_idle"] = idle
@@ -283,7 +297,7 @@ def one_round(seconds, workdir):
         auth = f"Authorization: Bearer {server.login()}"
         me = server.base + "/users/me"
         with Scraper(server.metrics_url):
-            result["metrics_me_c64"] = run_wrk(me, 64, seconds, header=auth)
+            against_ceiling(result, "metrics_me_c64", ceiling, me, seconds, auth)
             _, during, _ = probe_during(me, seconds, workdir, server.base + "/token",
                                         flood_script=script, header=auth)
         result["metrics_probe_flood"] = during
@@ -298,8 +312,9 @@ def one_round(seconds, workdir):
         me = server.base + "/users/me"
         time.sleep(0.5)
         result["idle_rss_mib"] = memory_kib(pid, "VmRSS") / 1024
-        for c in (16, 64, 256):
-            result[f"me_c{c}"] = run_wrk(me, c, seconds, header=auth)
+        result["me_c16"] = run_wrk(me, 16, seconds, header=auth)
+        against_ceiling(result, "me_c64", ceiling, me, seconds, auth)
+        result["me_c256"] = run_wrk(me, 256, seconds, header=auth)
         result["token_c16"] = run_wrk(server.base + "/token", 16, seconds, script=script)
         result["me_idle_c16"] = run_wrk(me, 16, seconds, header=auth)
         peak_reset = reset_peak_memory(pid)
@@ -397,30 +412,39 @@ def report(summary):
         r = med[key]
         return f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']:.0f} |"
 
-    ceiling = med.get("ceiling_c64")
     ratios = []
-    if ceiling:
-        probe_ratio = med["default_probe_flood"]["p99_ms"] / med["ceiling_probe_flood"]["p99_ms"]
-        metrics_probe_ratio = (med["metrics_probe_flood"]["p99_ms"]
-                               / med["ceiling_probe_flood"]["p99_ms"])
+    if "ceiling_c64" in med:
+        def paired(key, ref, field):
+            """Median over the rounds of key/ref, each round's two figures taken side by
+            side (the machine's speed drifts between rounds)."""
+            values = [r[key][field] / r[ref][field] for r in summary["raw_rounds"]
+                      if key in r and ref in r and r[ref][field]]
+            return statistics.median(values) if values else float("nan")
+
+        def line(what, key, ref, field):
+            return f"| {what} | {paired(key, ref, field):.2f}x |"
+
         ratios = [
             "",
-            "| against the ceiling (same run) | ratio |",
+            "| against the ceiling, measured just before (median of the rounds' ratios) | ratio |",
             "|---|---:|",
-            f"| /users/me, 64 connections, default settings: requests/s | "
-            f"{med['default_me_c64']['rps'] / ceiling['rps']:.2f}x |",
-            f"| /users/me, 64 connections, quiet (RUST_LOG=warn): requests/s | "
-            f"{med['me_c64']['rps'] / ceiling['rps']:.2f}x |",
-            f"| /users/me, 64 connections, default settings: p99 | "
-            f"{med['default_me_c64']['p99_ms'] / ceiling['p99_ms']:.2f}x |",
-            f"| probe p99 during a 32-connection login flood / ceiling probe p99 during a "
-            f"32-connection flood | {probe_ratio:.2f}x |",
-            f"| metrics served and scraped every second: /users/me, 64 connections, "
-            f"requests/s | {med['metrics_me_c64']['rps'] / ceiling['rps']:.2f}x |",
-            f"| metrics served and scraped every second: /users/me p99 | "
-            f"{med['metrics_me_c64']['p99_ms'] / ceiling['p99_ms']:.2f}x |",
-            f"| metrics served and scraped every second: probe p99 during the login flood | "
-            f"{metrics_probe_ratio:.2f}x |",
+            line("/users/me, 64 connections, default settings: requests/s",
+                 "default_me_c64", "ceiling_for_default_me_c64", "rps"),
+            line("/users/me, 64 connections, default settings: p99",
+                 "default_me_c64", "ceiling_for_default_me_c64", "p99_ms"),
+            line("/users/me, 64 connections, quiet (RUST_LOG=warn): requests/s",
+                 "me_c64", "ceiling_for_me_c64", "rps"),
+            line("/users/me, 64 connections, quiet: p99", "me_c64", "ceiling_for_me_c64",
+                 "p99_ms"),
+            line("metrics on (served, scraped every second): /users/me, 64 connections, "
+                 "requests/s", "metrics_me_c64", "ceiling_for_metrics_me_c64", "rps"),
+            line("metrics on: /users/me, 64 connections, p99", "metrics_me_c64",
+                 "ceiling_for_metrics_me_c64", "p99_ms"),
+            line("probe p99 during a 32-connection login flood / the ceiling's probe p99 "
+                 "during a 32-connection flood of GET /, default settings",
+                 "default_probe_flood", "ceiling_probe_flood", "p99_ms"),
+            line("the same, metrics on", "metrics_probe_flood", "ceiling_probe_flood",
+                 "p99_ms"),
         ]
 
     peak = summary["flood_peak_rss_mib"]
@@ -433,18 +457,22 @@ def report(summary):
         *([row("ceiling: bare poem server, GET /, 64 connections", "ceiling_c64"),
            row("ceiling: probe (4 connections, 100 req/s each), idle", "ceiling_probe_idle"),
            row("ceiling: probe during a 32-connection flood of GET /", "ceiling_probe_flood"),
+           row("ceiling, just before the next row", "ceiling_for_default_me_c64"),
            row("default settings: GET /users/me, 64 connections", "default_me_c64"),
            row("default settings: probe on /users/me, idle", "default_probe_idle"),
            row("default settings: probe on /users/me during a 32-connection login flood",
                "default_probe_flood"),
            row("default settings: POST /token, 32-connection login flood",
                "default_login_flood_c32"),
+           row("ceiling, just before the next row", "ceiling_for_metrics_me_c64"),
            row("metrics on (METRICS_ADDR, scraped every second): GET /users/me, "
                "64 connections", "metrics_me_c64"),
            row("metrics on: probe on /users/me during a 32-connection login flood",
                "metrics_probe_flood")]
           if "ceiling_c64" in med else []),
         row("GET /users/me, 16 connections", "me_c16"),
+        *([row("ceiling, just before the next row", "ceiling_for_me_c64")]
+          if "ceiling_for_me_c64" in med else []),
         row("GET /users/me, 64 connections", "me_c64"),
         row("GET /users/me, 256 connections", "me_c256"),
         row("POST /token, 16 connections", "token_c16"),
@@ -492,7 +520,8 @@ def measure(args):
             "me_during_flood_c16", "login_flood_c32", "ceiling_c64", "ceiling_probe_idle",
             "ceiling_probe_flood", "default_me_c64", "default_probe_idle",
             "default_probe_flood", "default_login_flood_c32", "metrics_me_c64",
-            "metrics_probe_flood"]
+            "metrics_probe_flood", "ceiling_for_default_me_c64", "ceiling_for_me_c64",
+            "ceiling_for_metrics_me_c64"]
     keys += [k for k in ("pg1_me_c64", "pg1_token_c16", "pg2_me_c64", "pg2_token_c16")
              if all(k in r for r in rounds)]
     summary = {

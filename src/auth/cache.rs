@@ -103,6 +103,7 @@ impl TokenCache {
             .then(|| entry.token.clone())
     }
 
+    /// Counts a hit that [`TokenCache::peek`] found.
     pub fn hit(&self) {
         self.hits.inc();
     }

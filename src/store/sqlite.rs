@@ -198,6 +198,7 @@ pub fn watch_changes(pool: SqlitePool, changes: Arc<Changes>) -> tokio::task::Jo
     let reader = if database_folder(&pool).is_some() {
         SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with((*pool.connect_options()).clone())
     } else {
         pool

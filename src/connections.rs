@@ -369,8 +369,11 @@ impl AsyncWrite for Watched {
         self.record(poll)
     }
 
+    /// No: hyper then copies a small body into the buffer that holds the headers and
+    /// sends one buffer per response, as under poem's own server. Measured on
+    /// `/users/me`, that is about a tenth less CPU per request than `writev` of the two.
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        false
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

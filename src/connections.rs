@@ -195,26 +195,27 @@ impl<E: Endpoint<Output = Response> + 'static> Connection<E> {
             let remote = RemoteAddr(self.remote_addr.into());
             hyper::service::service_fn(move |request: http::Request<Incoming>| {
                 let in_flight = activity.request_started();
-                let endpoint = endpoint.clone();
                 let (parts, body) = request.into_parts();
                 let answered = match &shortcut {
                     Some(shortcut) if body.is_end_stream() => shortcut(&parts),
                     _ => None,
                 };
+                // The endpoint is cloned only for a request that goes on to it.
                 let next = answered.ok_or_else(|| {
-                    poem::Request::from((
+                    let request = poem::Request::from((
                         http::Request::from_parts(parts, body),
                         local.clone(),
                         remote.clone(),
                         http::uri::Scheme::HTTP,
-                    ))
+                    ));
+                    (endpoint.clone(), request)
                 });
                 async move {
                     let response = match next {
                         Ok(response) => response,
                         // Boxed: the endpoint's state is kilobytes, which hyper would
                         // otherwise move around with every poll.
-                        Err(request) => Box::pin(endpoint.get_response(request)).await,
+                        Err((endpoint, request)) => Box::pin(endpoint.get_response(request)).await,
                     };
                     drop(in_flight);
                     Ok::<_, Infallible>(hyper::Response::from(response))

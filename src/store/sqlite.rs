@@ -184,8 +184,9 @@ fn database_folder(pool: &SqlitePool) -> Option<PathBuf> {
 pub fn watch_changes(pool: SqlitePool, changes: Arc<Changes>) -> tokio::task::JoinHandle<()> {
     let wake = Arc::new(Notify::new());
     let running = Arc::new(AtomicBool::new(true));
-    if let Some(folder) = database_folder(&pool)
-        && let Err(err) = watch_folder(&folder, changes.clone(), wake.clone(), running.clone())
+    let folder = database_folder(&pool);
+    if let Some(folder) = &folder
+        && let Err(err) = watch_folder(folder, changes.clone(), wake.clone(), running.clone())
     {
         tracing::warn!(
             error = %err,
@@ -195,7 +196,7 @@ pub fn watch_changes(pool: SqlitePool, changes: Arc<Changes>) -> tokio::task::Jo
     // A connection of its own: while news is unsettled the token cache answers nothing,
     // so reading the counter must not queue behind requests (a login flood) for the
     // pool's. An in-memory database exists only on the pool's connections.
-    let reader = if database_folder(&pool).is_some() {
+    let reader = if folder.is_some() {
         SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::{auth::RefreshPolicy, store::DatabaseUrl};
+use crate::store::DatabaseUrl;
 
 const DEFAULT_DATABASE_URL: &str = "sqlite:simple-oauth2.db";
 const DEFAULT_HOST: &str = "127.0.0.1";
@@ -98,15 +98,6 @@ impl Settings {
             refresh_token_ttl: default_duration(DEFAULT_REFRESH_TOKEN_TTL),
             refresh_token_idle_ttl: default_duration(DEFAULT_REFRESH_TOKEN_IDLE_TTL),
             refresh_token_reuse_grace: default_duration(DEFAULT_REFRESH_TOKEN_REUSE_GRACE),
-        }
-    }
-
-    /// The refresh-token lifetimes; a zero `REFRESH_TOKEN_TTL` turns them off.
-    pub fn refresh_policy(&self) -> RefreshPolicy {
-        RefreshPolicy {
-            ttl: (!self.refresh_token_ttl.is_zero()).then_some(self.refresh_token_ttl),
-            idle_ttl: self.refresh_token_idle_ttl,
-            reuse_grace: self.refresh_token_reuse_grace,
         }
     }
 }

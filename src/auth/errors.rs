@@ -1,0 +1,133 @@
+//! Why each flow refuses a request, and what each refusal counts as in the metrics.
+
+use std::time::Duration;
+
+use super::GrantType;
+use crate::scope::{Scope, UnknownScope};
+
+/// A form field that is wrong in a way RFC 6749 calls `invalid_request`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub kind: FieldErrorKind,
+    pub field: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldErrorKind {
+    /// Absent or empty.
+    Missing,
+    /// Given more than once (RFC 6749, section 3.2).
+    Repeated,
+}
+
+/// Why a token endpoint refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("malformed request")]
+    InvalidRequest(Vec<FieldError>),
+    /// The grant type is unknown or switched off; the enabled ones are listed.
+    #[error("unsupported grant type")]
+    UnsupportedGrantType(Vec<GrantType>),
+    #[error("{0}")]
+    InvalidScope(UnknownScope),
+    /// A refresh asked for more than the session holds.
+    #[error("scope wider than the session's")]
+    ScopeTooWide,
+    #[error("incorrect username or password")]
+    InvalidGrant,
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("inactive user")]
+    InactiveUser,
+    #[error("too many failed logins")]
+    TooManyAttempts(Duration),
+    #[error("database unavailable: {0}")]
+    Unavailable(#[from] sqlx::Error),
+}
+
+/// What a failed request counts as in the metrics.
+pub trait Outcome {
+    /// A fixed word for metrics.
+    fn outcome(&self) -> &'static str;
+
+    /// Whether the database failed (counted apart, too).
+    fn is_unavailable(&self) -> bool;
+}
+
+impl Outcome for LoginError {
+    fn is_unavailable(&self) -> bool {
+        matches!(self, LoginError::Unavailable(_))
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            LoginError::InvalidRequest(_) => "invalid_request",
+            LoginError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            LoginError::InvalidScope(_) | LoginError::ScopeTooWide => "invalid_scope",
+            LoginError::InvalidGrant | LoginError::InvalidRefreshToken => "invalid_grant",
+            LoginError::InactiveUser => "inactive_user",
+            LoginError::TooManyAttempts(_) => "throttled",
+            LoginError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// Why a bearer token does not give access.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("no bearer token")]
+    NotAuthenticated,
+    #[error("more than one Authorization header")]
+    InvalidRequest,
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("the token lacks the {0:?} scope")]
+    InsufficientScope(Scope),
+    #[error("inactive user")]
+    InactiveUser,
+    #[error("database unavailable: {0}")]
+    Unavailable(#[from] sqlx::Error),
+}
+
+impl Outcome for AccessError {
+    fn is_unavailable(&self) -> bool {
+        matches!(self, AccessError::Unavailable(_))
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            AccessError::NotAuthenticated => "not_authenticated",
+            AccessError::InvalidRequest => "invalid_request",
+            AccessError::InvalidToken => "invalid_token",
+            AccessError::InsufficientScope(_) => "insufficient_scope",
+            AccessError::InactiveUser => "inactive_user",
+            AccessError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// Why an introspection request is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IntrospectionError {
+    #[error("malformed request")]
+    InvalidRequest(Vec<FieldError>),
+    /// No client credentials, several, or wrong ones (a bearer token is not one).
+    #[error("client authentication failed")]
+    InvalidClient,
+    #[error("database unavailable: {0}")]
+    Unavailable(#[from] sqlx::Error),
+}
+
+impl Outcome for IntrospectionError {
+    fn is_unavailable(&self) -> bool {
+        matches!(self, IntrospectionError::Unavailable(_))
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            IntrospectionError::InvalidRequest(_) => "invalid_request",
+            IntrospectionError::InvalidClient => "invalid_client",
+            IntrospectionError::Unavailable(_) => "unavailable",
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Token introspection (RFC 7662) for registered clients, and how those clients
+//! authenticate.
+
+use std::time::SystemTime;
+
+use super::{
+    Auth, IntrospectionError, clients, loggable,
+    token::{self, TokenDigest},
+};
+use crate::{
+    metrics::Metrics,
+    scope::Scopes,
+    store::{millis, unix_millis},
+};
+
+/// What RFC 7662 tells a registered client about a live token.
+#[derive(Debug, Clone)]
+pub struct Introspection {
+    pub username: String,
+    /// The scopes the token carries now (those granted that the user still has).
+    pub scopes: Scopes,
+    /// Unix seconds.
+    pub issued_at: i64,
+    pub expires_at: i64,
+    /// The client the login named, if any.
+    pub client_id: Option<String>,
+    /// This service's issuer identifier.
+    pub issuer: String,
+}
+
+impl Auth {
+    /// Counts an introspection request's outcome.
+    pub fn introspection_answered(
+        &self,
+        result: &Result<Option<Introspection>, IntrospectionError>,
+    ) {
+        let answered = result.as_ref().map(|found| {
+            if found.is_some() {
+                "active"
+            } else {
+                "inactive"
+            }
+        });
+        self.observe(answered, Metrics::introspection);
+    }
+
+    /// Checks a registered client's credentials, in constant time whether or not the
+    /// client exists.
+    pub async fn authenticate_client(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<(), IntrospectionError> {
+        let stored = self.store.client_secret_digest(client_id).await?;
+        if clients::secret_matches(secret, stored.as_deref()) {
+            Ok(())
+        } else {
+            tracing::warn!(
+                target: "audit", event = "client.authentication_failed",
+                client_id = %loggable(client_id), "client authentication failed"
+            );
+            Err(IntrospectionError::InvalidClient)
+        }
+    }
+
+    /// What a live access or refresh token is (RFC 7662); `None` for anything else:
+    /// unknown, malformed, expired, revoked, spent, or its user disabled or deleted.
+    /// `refresh_first`: the client's hint that it is a refresh token.
+    pub async fn introspect(
+        &self,
+        token: &str,
+        refresh_first: bool,
+    ) -> Result<Option<Introspection>, sqlx::Error> {
+        if !token::is_well_formed(token) {
+            return Ok(None);
+        }
+        let digest = TokenDigest::of(token);
+        let now = unix_millis(SystemTime::now());
+        if refresh_first {
+            if let Some(found) = self.introspect_refresh_token(&digest, now).await? {
+                return Ok(Some(found));
+            }
+            return self.introspect_access_token(&digest, now).await;
+        }
+        if let Some(found) = self.introspect_access_token(&digest, now).await? {
+            return Ok(Some(found));
+        }
+        self.introspect_refresh_token(&digest, now).await
+    }
+
+    async fn introspect_access_token(
+        &self,
+        digest: &TokenDigest,
+        now: i64,
+    ) -> Result<Option<Introspection>, sqlx::Error> {
+        let Some(live) = self.store.find_live_token(digest.as_bytes(), now).await? else {
+            return Ok(None);
+        };
+        if live.user.disabled {
+            return Ok(None);
+        }
+        Ok(Some(Introspection {
+            scopes: live.scopes.intersection(&live.user.allowed_scopes()),
+            username: live.user.username,
+            issued_at: live.issued_at / 1000,
+            expires_at: live.expires_at / 1000,
+            client_id: live.client_id,
+            issuer: self.issuer.clone(),
+        }))
+    }
+
+    async fn introspect_refresh_token(
+        &self,
+        digest: &TokenDigest,
+        now: i64,
+    ) -> Result<Option<Introspection>, sqlx::Error> {
+        if self.refresh.ttl.is_none() {
+            return Ok(None);
+        }
+        let Some(record) = self.store.find_refresh_token(digest.as_bytes()).await? else {
+            return Ok(None);
+        };
+        let idle_deadline = record
+            .issued_at
+            .saturating_add(millis(self.refresh.idle_ttl));
+        let live = !record.session_revoked
+            && record.spent_at.is_none()
+            && record.session_expires_at > now
+            && idle_deadline > now
+            && !record.user.disabled;
+        if !live {
+            return Ok(None);
+        }
+        Ok(Some(Introspection {
+            scopes: record
+                .session_scopes
+                .intersection(&record.user.allowed_scopes()),
+            username: record.user.username,
+            issued_at: record.issued_at / 1000,
+            expires_at: record.session_expires_at.min(idle_deadline) / 1000,
+            client_id: record.client_id,
+            issuer: self.issuer.clone(),
+        }))
+    }
+}

@@ -1,0 +1,150 @@
+//! The refresh grant (RFC 6749, section 6) with rotation and reuse detection (RFC 9700,
+//! section 4.14.2).
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::SystemTime,
+};
+
+use super::{
+    Auth, IssuedToken, LoginError,
+    token::{self, NewToken, TokenDigest},
+};
+use crate::{
+    metrics::Metrics,
+    scope::Scopes,
+    store::{NewAccessToken, RefreshRecord, Rotation, millis, unix_millis},
+};
+
+/// A well-formed refresh-token-grant request.
+pub struct RefreshRequest {
+    pub refresh_token: String,
+    /// `None`: the session's scopes.
+    pub scopes: Option<Scopes>,
+}
+
+impl Auth {
+    /// The refresh-token grant (RFC 6749, section 6) with rotation: a new access token and
+    /// a new refresh token, the presented one spent. A spent token presented again within
+    /// the grace is a retry and gets a fresh pair; after it, the token was stolen, and the
+    /// whole session ends (RFC 9700, section 4.14.2).
+    pub async fn refresh(
+        &self,
+        request: RefreshRequest,
+        client: Option<IpAddr>,
+    ) -> Result<IssuedToken, LoginError> {
+        let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let result = self.try_refresh(request, client).await;
+        self.observe(result.as_ref().map(|_| "issued"), Metrics::refresh);
+        result
+    }
+
+    async fn try_refresh(
+        &self,
+        request: RefreshRequest,
+        client: IpAddr,
+    ) -> Result<IssuedToken, LoginError> {
+        let Some(_) = self.refresh.ttl else {
+            return Err(LoginError::UnsupportedGrantType(self.grant_types()));
+        };
+        if !token::is_well_formed(&request.refresh_token) {
+            return Err(LoginError::InvalidRefreshToken);
+        }
+        let digest = TokenDigest::of(&request.refresh_token);
+        // Twice at most: a refresh that loses the race to spend the token sees it spent,
+        // just now, and is then a retry.
+        for _ in 0..2 {
+            let record = self
+                .store
+                .find_refresh_token(digest.as_bytes())
+                .await?
+                .ok_or(LoginError::InvalidRefreshToken)?;
+            let now = SystemTime::now();
+            let scopes = self.refreshable(&record, request.scopes.as_ref(), unix_millis(now))?;
+            let spend = match record.spent_at {
+                None => Some(digest.as_bytes()),
+                Some(spent_at) if self.is_retry(spent_at, unix_millis(now)) => None,
+                Some(_) => {
+                    self.store
+                        .revoke_session(record.session_id, unix_millis(now))
+                        .await?;
+                    self.metrics.refresh_token_reused();
+                    tracing::warn!(
+                        target: "audit", event = "session.reuse_detected",
+                        username = %record.user.username, %client, session = record.session_id,
+                        "a spent refresh token was presented again: session revoked"
+                    );
+                    return Err(LoginError::InvalidRefreshToken);
+                }
+            };
+            let access = NewToken::generate();
+            let refresh = NewToken::generate();
+            let rotation = self
+                .store
+                .refresh_session(
+                    record.session_id,
+                    spend,
+                    unix_millis(now),
+                    NewAccessToken {
+                        digest: access.digest.as_bytes(),
+                        scopes: &scopes,
+                        expires_at: unix_millis(now + self.access_ttl),
+                    },
+                    refresh.digest.as_bytes(),
+                )
+                .await?;
+            match rotation {
+                Rotation::Issued => {
+                    tracing::info!(
+                        target: "audit", event = "token.refreshed",
+                        username = %record.user.username, %client, scopes = %scopes,
+                        "token refreshed"
+                    );
+                    return Ok(IssuedToken {
+                        access_token: access.token,
+                        expires_in: self.access_ttl,
+                        scopes,
+                        refresh_token: Some(refresh.token),
+                    });
+                }
+                Rotation::SessionEnded => return Err(LoginError::InvalidRefreshToken),
+                Rotation::AlreadySpent => continue,
+            }
+        }
+        Err(LoginError::InvalidRefreshToken)
+    }
+
+    /// Whether `record` may be refreshed at `now` (Unix ms), and with which scopes:
+    /// `requested`, which must lie within the session's, or else all of the session's
+    /// (those granted at login that the user still has).
+    fn refreshable(
+        &self,
+        record: &RefreshRecord,
+        requested: Option<&Scopes>,
+        now: i64,
+    ) -> Result<Scopes, LoginError> {
+        let idle_deadline = record
+            .issued_at
+            .saturating_add(millis(self.refresh.idle_ttl));
+        let unspent_but_idle = record.spent_at.is_none() && idle_deadline <= now;
+        if record.session_revoked || record.session_expires_at <= now || unspent_but_idle {
+            return Err(LoginError::InvalidRefreshToken);
+        }
+        if record.user.disabled {
+            return Err(LoginError::InactiveUser);
+        }
+        let session = record
+            .session_scopes
+            .intersection(&record.user.allowed_scopes());
+        match requested {
+            None => Ok(session),
+            Some(requested) if requested.is_subset(&session) => Ok(requested.clone()),
+            Some(_) => Err(LoginError::ScopeTooWide),
+        }
+    }
+
+    /// A spent refresh token presented again this soon is a retry, not a theft.
+    fn is_retry(&self, spent_at: i64, now: i64) -> bool {
+        now.saturating_sub(spent_at) < millis(self.refresh.reuse_grace)
+    }
+}

@@ -7,8 +7,8 @@ use clap::Args;
 use crate::store::DatabaseUrl;
 
 const DEFAULT_DATABASE_URL: &str = "sqlite:simple-oauth2.db";
-const DEFAULT_HOST: &str = "127.0.0.1";
-const DEFAULT_PORT: u16 = 8000;
+pub(crate) const DEFAULT_HOST: &str = "127.0.0.1";
+pub(crate) const DEFAULT_PORT: u16 = 8000;
 const DEFAULT_ACCESS_TOKEN_TTL: &str = "30m";
 const DEFAULT_LOGIN_MAX_FAILURES: u32 = 10;
 const DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS: u32 = 100;

@@ -11,7 +11,9 @@ use poem_openapi::{ApiResponse, Object, payload::Json, types::Example};
 use serde_json::json;
 
 use crate::{
-    auth::{AccessError, FieldError, FieldErrorKind, IntrospectionError, LoginError},
+    auth::{
+        AccessError, FieldError, FieldErrorKind, IntrospectionError, LoginError, SecondFactorError,
+    },
     scope::Scope,
 };
 
@@ -71,7 +73,8 @@ impl OAuthError {
 pub enum TokenErrorResponse {
     /// `invalid_request` (missing, empty or repeated parameter, not a form body),
     /// `unsupported_grant_type`, `invalid_scope`, or `invalid_grant` (wrong username or
-    /// password; an unknown, expired, spent or revoked refresh token; a disabled user).
+    /// password; an unknown, expired, spent or revoked refresh token; a disabled user;
+    /// for a user with a second factor, a one-time code missing, wrong or already used).
     #[oai(status = 400)]
     BadRequest(Json<OAuthError>),
     /// The request body did not arrive in time.
@@ -242,6 +245,14 @@ impl From<LoginError> for TokenErrorResponse {
                 "invalid_grant",
                 "Incorrect username or password",
             ),
+            LoginError::SecondFactorRequired => bad_request(
+                "One-time code required",
+                "invalid_grant",
+                "A one-time code is required: send it in the totp field, or append it to the password",
+            ),
+            LoginError::IncorrectOneTimeCode => {
+                bad_request(INCORRECT_CODE, "invalid_grant", INCORRECT_CODE)
+            }
             LoginError::TooManyAttempts(wait) => {
                 // Round up: retrying a fraction of a second early would be refused again.
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -293,6 +304,79 @@ impl From<AccessError> for AccessErrorResponse {
             }
         }
     }
+}
+
+/// The detail of a wrong, missing or used one-time code.
+const INCORRECT_CODE: &str = "Incorrect one-time code";
+
+/// How the second-factor routes (`/users/me/totp`) fail.
+#[derive(ApiResponse, Debug)]
+pub enum SecondFactorErrorResponse {
+    /// `Incorrect one-time code` (wrong, missing, malformed or already used); the token
+    /// belongs to a disabled user (`Inactive user`); or the request carries more than one
+    /// `Authorization` header (`invalid_request` challenge).
+    #[oai(status = 400)]
+    BadRequest(
+        Json<Detail>,
+        #[oai(header = "WWW-Authenticate")] Option<String>,
+    ),
+    /// No bearer token (`Not authenticated`), or one that is unknown, malformed, expired
+    /// or revoked (`Invalid authentication credentials`).
+    #[oai(status = 401)]
+    Unauthorized(Json<Detail>, #[oai(header = "WWW-Authenticate")] String),
+    /// A second factor is active already: remove it first (`DELETE /users/me/totp`).
+    #[oai(status = 409)]
+    Conflict(Json<Detail>),
+    /// Too many wrong codes or failed logins for this user or from this address; retry
+    /// after the given number of seconds.
+    #[oai(status = 429)]
+    TooManyRequests(Json<Detail>, #[oai(header = "Retry-After")] u64),
+    /// The database does not answer; retry after the given number of seconds.
+    #[oai(status = 503)]
+    Unavailable(Json<Detail>, #[oai(header = "Retry-After")] u64),
+}
+
+impl From<SecondFactorError> for SecondFactorErrorResponse {
+    fn from(err: SecondFactorError) -> Self {
+        match err {
+            // Exactly as on `/users/me`.
+            SecondFactorError::Access(err) => match AccessErrorResponse::from(err) {
+                AccessErrorResponse::BadRequest(detail, challenge) => {
+                    Self::BadRequest(detail, challenge)
+                }
+                AccessErrorResponse::Unauthorized(detail, challenge)
+                // No scope is needed here, so a 403 cannot happen; were it to, it is a
+                // refusal to authenticate.
+                | AccessErrorResponse::Forbidden(detail, challenge) => {
+                    Self::Unauthorized(detail, challenge)
+                }
+                AccessErrorResponse::Unavailable(detail, retry) => Self::Unavailable(detail, retry),
+            },
+            SecondFactorError::AlreadyActive => {
+                Self::Conflict(Detail::json("A second factor is already active"))
+            }
+            SecondFactorError::IncorrectCode => {
+                Self::BadRequest(Detail::json(INCORRECT_CODE), None)
+            }
+            SecondFactorError::TooManyAttempts(wait) => Self::TooManyRequests(
+                Detail::json("Too many failed attempts"),
+                retry_after_secs(wait),
+            ),
+            SecondFactorError::Unavailable(err) => {
+                tracing::error!(error = %err, "database error on a second-factor route");
+                Self::Unavailable(
+                    Detail::json("Service temporarily unavailable"),
+                    UNAVAILABLE_RETRY_AFTER_SECS,
+                )
+            }
+        }
+    }
+}
+
+/// Whole seconds to wait, rounded up: retrying a fraction of a second early would be
+/// refused again.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// The 413 answer for a body over the limit, in the token endpoints' format (the only

@@ -1,6 +1,7 @@
 //! Prometheus metrics: logins, refreshes, bearer checks, revocations, introspections,
-//! password hashing, request durations, database errors and the token cache, in the
-//! text exposition format, for the listener on `METRICS_ADDR` (never the public port).
+//! second factors, password hashing, request durations, database errors and the token
+//! cache, in the text exposition format, for the listener on `METRICS_ADDR` (never the
+//! public port).
 //!
 //! Every label is a fixed word, a route template, a method or a status code: never a
 //! username, a token or an address (unbounded, and a leak).
@@ -50,6 +51,7 @@ pub struct Metrics {
     bearer_checks: Family<Outcome, Counter>,
     revocations: Family<Kind, Counter>,
     introspections: Family<Outcome, Counter>,
+    second_factor: Family<Outcome, Counter>,
     requests: Family<Request, Histogram>,
     database_errors: Counter,
     /// Argon2 jobs running now.
@@ -85,6 +87,7 @@ impl Default for Metrics {
             bearer_checks: Family::default(),
             revocations: Family::default(),
             introspections: Family::default(),
+            second_factor: Family::default(),
             requests: Family::new_with_constructor(request_duration_histogram),
             database_errors: Counter::default(),
             hashing_in_flight: Gauge::default(),
@@ -123,6 +126,11 @@ impl Default for Metrics {
             "introspections",
             "Introspection requests, by outcome",
             metrics.introspections.clone(),
+        );
+        registry.register(
+            "second_factor",
+            "Second-factor (TOTP) checks at login and changes by users, by outcome",
+            metrics.second_factor.clone(),
         );
         registry.register(
             "http_request_duration_seconds",
@@ -181,6 +189,12 @@ impl Metrics {
         self.introspections
             .get_or_create(&Outcome { outcome })
             .inc();
+    }
+
+    /// A second-factor check at login (`required`, `passed`, `incorrect_code`) or a
+    /// change by a user (`pending`, `enrolled`, `removed`, or why it was refused).
+    pub fn second_factor(&self, outcome: &'static str) {
+        self.second_factor.get_or_create(&Outcome { outcome }).inc();
     }
 
     pub fn database_error(&self) {

@@ -43,20 +43,12 @@ impl Server {
             .map_err(listen_error)?;
         let local_addr = listener.local_addr().map_err(listen_error)?;
         // Where it listens, with the port actually bound (PORT=0 picks one).
-        let issuer = settings.issuer.clone().unwrap_or_else(|| {
-            let host = &settings.host;
-            let port = local_addr.port();
-            if host.contains(':') {
-                format!("http://[{host}]:{port}")
-            } else {
-                format!("http://{host}:{port}")
-            }
-        });
-        let auth = Arc::new(Auth::new(
-            store,
-            settings,
-            issuer.trim_end_matches('/').to_owned(),
-        ));
+        let issuer = issuer(
+            settings.issuer.as_deref(),
+            &settings.host,
+            local_addr.port(),
+        );
+        let auth = Arc::new(Auth::new(store, settings, issuer));
         let metrics_listener =
             match &settings.metrics_addr {
                 Some(address) => Some(TcpListener::bind(address.as_str()).await.map_err(
@@ -124,6 +116,23 @@ impl Server {
         self.auth.store().close().await;
         result
     }
+}
+
+/// The issuer identifier: `ISSUER` when set, otherwise where the service listens
+/// (`http://HOST:PORT`); without a trailing slash. The CLI names the service with it too
+/// (in `otpauth://` URIs).
+pub fn issuer(configured: Option<&str>, host: &str, port: u16) -> String {
+    let issuer = configured.map_or_else(
+        || {
+            if host.contains(':') {
+                format!("http://[{host}]:{port}")
+            } else {
+                format!("http://{host}:{port}")
+            }
+        },
+        str::to_owned,
+    );
+    issuer.trim_end_matches('/').to_owned()
 }
 
 /// Deletes dead tokens, sessions and ended throttle windows now and then, off the

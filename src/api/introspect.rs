@@ -144,6 +144,10 @@ struct IntrospectionBody {
     /// The client the login named, if any.
     #[oai(skip_serializing_if_is_none)]
     client_id: Option<String>,
+    /// How the login authenticated the user (RFC 8176): `["pwd"]`, or `["pwd", "otp"]`
+    /// with a one-time code.
+    #[oai(skip_serializing_if_is_none)]
+    amr: Option<Vec<String>>,
 }
 
 impl From<Option<Introspection>> for IntrospectionBody {
@@ -159,6 +163,7 @@ impl From<Option<Introspection>> for IntrospectionBody {
                 sub: None,
                 iss: None,
                 client_id: None,
+                amr: None,
             };
         };
         Self {
@@ -171,6 +176,7 @@ impl From<Option<Introspection>> for IntrospectionBody {
             iat: Some(found.issued_at),
             iss: Some(found.issuer),
             client_id: found.client_id,
+            amr: Some(found.amr),
         }
     }
 }

@@ -8,6 +8,7 @@ mod health;
 mod introspect;
 mod metadata;
 mod token;
+mod totp;
 mod users;
 
 use std::{
@@ -65,6 +66,7 @@ pub fn app(auth: Arc<Auth>) -> impl Endpoint<Output = Response> {
             introspect::IntrospectionApi { auth: auth.clone() },
             metadata::MetadataApi { auth: auth.clone() },
             users::UsersApi { auth: auth.clone() },
+            totp::TotpApi { auth: auth.clone() },
             health::HealthApi { auth },
         ),
         "simple-oauth2",

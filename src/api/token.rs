@@ -44,6 +44,9 @@ struct TokenForm {
     client_id: Option<String>,
     /// Accepted and ignored.
     client_secret: Option<Password>,
+    /// Password grant, for a user with a second factor: the current 6-digit one-time
+    /// code. Without this field it may be appended to the password (`secret123456`).
+    totp: Option<Password>,
 }
 
 impl Example for TokenForm {
@@ -56,6 +59,7 @@ impl Example for TokenForm {
             scope: "me items".into(),
             client_id: None,
             client_secret: None,
+            totp: None,
         }
     }
 }
@@ -167,13 +171,14 @@ fn grant(form: &UrlEncoded<TokenForm>, enabled: &[GrantType]) -> Result<Grant, L
 }
 
 fn password_request(form: &UrlEncoded<TokenForm>) -> Result<LoginRequest, LoginError> {
-    let [username, password, scope, client_id, _] = form
+    let [username, password, scope, client_id, _, totp] = form
         .get_all([
             ("username", true),
             ("password", true),
             ("scope", false),
             ("client_id", false),
             ("client_secret", false),
+            ("totp", false),
         ])
         .map_err(LoginError::InvalidRequest)?;
     // `get_all` has made sure the required fields are there.
@@ -182,6 +187,7 @@ fn password_request(form: &UrlEncoded<TokenForm>) -> Result<LoginRequest, LoginE
         password: SecretString::from(password.unwrap_or_default()),
         scopes: Scopes::parse(scope.unwrap_or_default()).map_err(LoginError::InvalidScope)?,
         client_id: client_id.map(str::to_owned),
+        totp: totp.map(SecretString::from),
     })
 }
 

@@ -35,6 +35,12 @@ pub enum LoginError {
     ScopeTooWide,
     #[error("incorrect username or password")]
     InvalidGrant,
+    /// The password was right; the user has a second factor and no code was sent.
+    #[error("one-time code required")]
+    SecondFactorRequired,
+    /// The password was right; the one-time code was wrong or already used.
+    #[error("incorrect one-time code")]
+    IncorrectOneTimeCode,
     #[error("invalid refresh token")]
     InvalidRefreshToken,
     #[error("inactive user")]
@@ -66,6 +72,8 @@ impl Outcome for LoginError {
             LoginError::InvalidScope(_) | LoginError::ScopeTooWide => "invalid_scope",
             LoginError::InvalidGrant | LoginError::InvalidRefreshToken => "invalid_grant",
             LoginError::InactiveUser => "inactive_user",
+            LoginError::SecondFactorRequired => "second_factor_required",
+            LoginError::IncorrectOneTimeCode => "second_factor_failed",
             LoginError::TooManyAttempts(_) => "throttled",
             LoginError::Unavailable(_) => "unavailable",
         }

@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use super::{
-    Auth, IntrospectionError, clients, loggable,
+    Amr, Auth, IntrospectionError, clients, loggable,
     token::{self, TokenDigest},
 };
 use crate::{
@@ -26,6 +26,8 @@ pub struct Introspection {
     pub client_id: Option<String>,
     /// This service's issuer identifier.
     pub issuer: String,
+    /// How the session's login authenticated the user (RFC 8176): `pwd`, and `otp`.
+    pub amr: Vec<String>,
 }
 
 impl Auth {
@@ -106,6 +108,7 @@ impl Auth {
             expires_at: live.expires_at / 1000,
             client_id: live.client_id,
             issuer: self.issuer.clone(),
+            amr: Amr::methods(live.amr.as_deref()),
         }))
     }
 
@@ -140,6 +143,7 @@ impl Auth {
             expires_at: record.session_expires_at.min(idle_deadline) / 1000,
             client_id: record.client_id,
             issuer: self.issuer.clone(),
+            amr: Amr::methods(record.amr.as_deref()),
         }))
     }
 }

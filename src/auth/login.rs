@@ -9,8 +9,8 @@ use std::{
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    Auth, IssuedToken, LoginError, MAX_CLIENT_ID_LEN, MAX_PASSWORD_LEN, MAX_USERNAME_LEN, loggable,
-    password::Verdict, throttle::Refusal, token::NewToken,
+    Amr, Auth, IssuedToken, LoginError, MAX_CLIENT_ID_LEN, MAX_PASSWORD_LEN, MAX_USERNAME_LEN,
+    loggable, password::Verdict, throttle::Refusal, token::NewToken,
 };
 use crate::{
     metrics::Metrics,
@@ -27,6 +27,8 @@ pub struct LoginRequest {
     /// The client that says it is logging in (not authenticated; remembered for
     /// introspection).
     pub client_id: Option<String>,
+    /// The one-time code (form field `totp`), for a user with a second factor.
+    pub totp: Option<SecretString>,
 }
 
 impl Auth {
@@ -47,6 +49,10 @@ impl Auth {
             ),
             Err(LoginError::InvalidGrant) => tracing::info!(
                 target: "audit", event = "login.failed", %username, %client, "login failed"
+            ),
+            Err(LoginError::IncorrectOneTimeCode) => tracing::info!(
+                target: "audit", event = "login.second_factor_failed", %username, %client,
+                "login failed: incorrect one-time code"
             ),
             Err(LoginError::TooManyAttempts(_)) => tracing::warn!(
                 target: "audit", event = "login.throttled", %username, %client,
@@ -85,6 +91,13 @@ impl Auth {
             .await
             .map_err(refused)?;
         let found = self.store.find_credentials(username).await?;
+        let (password, second_factor) = self
+            .second_factor_input(
+                found.as_ref().map(|(user, _)| user.id),
+                request.password,
+                request.totp,
+            )
+            .await?;
         let slot = self.hasher.slot().await;
         // Counted only once it can be hashed: parallel right-password logins are never
         // refused, and parallel guesses are counted before any of them is checked.
@@ -94,7 +107,7 @@ impl Auth {
             .await
             .map_err(refused)?;
         let stored = found.as_ref().map(|(_, hash)| hash.clone());
-        let user = match (slot.verify(request.password, stored).await, found) {
+        let user = match (slot.verify(password, stored).await, found) {
             (Verdict::Match { rehashed }, Some((user, stored))) => {
                 // An upgrade that cannot be stored now is tried again at the next login;
                 // it is no reason to refuse this one.
@@ -110,12 +123,14 @@ impl Auth {
             }
             _ => return Err(LoginError::InvalidGrant),
         };
-        self.throttle.succeeded(&self.store, attempt).await?;
+        let amr = self
+            .check_second_factor(&user, second_factor, attempt)
+            .await?;
 
         let scopes = request.scopes.intersection(&user.allowed_scopes());
         let client_id = request.client_id.filter(|id| id.len() <= MAX_CLIENT_ID_LEN);
         Ok(self
-            .start_session(&user, client_id.as_deref(), scopes)
+            .start_session(&user, client_id.as_deref(), scopes, amr)
             .await?)
     }
 
@@ -124,6 +139,7 @@ impl Auth {
         user: &users::User,
         client_id: Option<&str>,
         scopes: Scopes,
+        amr: Amr,
     ) -> Result<IssuedToken, sqlx::Error> {
         let now = SystemTime::now();
         let access = NewToken::generate();
@@ -135,6 +151,7 @@ impl Auth {
                 user.id,
                 client_id,
                 &scopes,
+                amr.stored(),
                 unix_millis(now),
                 unix_millis(now + session_ttl),
                 NewAccessToken {

@@ -1,7 +1,8 @@
 //! Authentication: the [`Auth`] service every request shares, and what its flows have in
 //! common. Each flow has a file of its own: `login.rs` (the password grant), `refresh.rs`
 //! (the refresh grant), `bearer.rs` (a bearer token to a user), `revocation.rs` (RFC 7009),
-//! `introspection.rs` (RFC 7662, with client authentication). Talks to the database
+//! `introspection.rs` (RFC 7662, with client authentication), `second_factor.rs` (TOTP,
+//! RFC 6238). Talks to the database
 //! through [`Store`] only, and knows nothing of HTTP.
 
 mod bearer;
@@ -13,6 +14,7 @@ mod login;
 pub mod password;
 mod refresh;
 mod revocation;
+pub mod second_factor;
 pub mod throttle;
 pub mod token;
 
@@ -27,6 +29,7 @@ pub use self::{
     introspection::Introspection,
     login::LoginRequest,
     refresh::RefreshRequest,
+    second_factor::{Amr, Enrolment, SecondFactorError},
 };
 use crate::{
     config::Settings,

@@ -174,7 +174,7 @@ impl LoginThrottle {
     }
 
     /// Takes back what `attempt` counted; a failure to do so only errs on the safe side.
-    async fn give_back(&self, store: &Store, attempt: Attempt) {
+    pub async fn give_back(&self, store: &Store, attempt: Attempt) {
         let keys = [
             (attempt.counted_username, attempt.keys.username.as_deref()),
             (attempt.counted_address, Some(attempt.keys.address.as_str())),

@@ -4,6 +4,7 @@
 mod clients;
 mod serve;
 mod table;
+mod totp;
 mod users;
 
 use std::{

@@ -1,6 +1,7 @@
 //! `users ...`: adding, listing, changing and removing users, and ending their sessions.
 
 use std::{
+    collections::HashMap,
     io::{self, Write},
     time::SystemTime,
 };
@@ -10,6 +11,7 @@ use clap::Subcommand;
 use super::{
     CliError, PasswordInput, audit, read_password,
     table::{format_time, print_columns},
+    totp::{self, TotpCommand},
 };
 use crate::{
     auth::{MAX_USERNAME_LEN, password::hash_password},
@@ -64,6 +66,11 @@ pub(super) enum UsersCommand {
     },
     /// End every session of a user: their refresh and access tokens stop working
     Logout { username: String },
+    /// Give a user a second factor (TOTP), or remove it
+    Totp {
+        #[command(subcommand)]
+        command: TotpCommand,
+    },
 }
 
 pub(super) async fn run(
@@ -120,7 +127,7 @@ async fn change_users(store: &Store, command: UsersCommand) -> Result<(), CliErr
             Ok(())
         }
         UsersCommand::List => {
-            print_table(&store.list_users().await?);
+            print_table(&store.list_users().await?, &store.totp_states().await?);
             Ok(())
         }
         UsersCommand::Show { username } => {
@@ -128,7 +135,8 @@ async fn change_users(store: &Store, command: UsersCommand) -> Result<(), CliErr
                 .find_user(&username)
                 .await?
                 .ok_or(CliError::NoSuchUser(username))?;
-            print_user(&user);
+            let totp = store.find_totp(user.id).await?.map(|f| f.is_active());
+            print_user(&user, totp);
             Ok(())
         }
         UsersCommand::Disable { username } => found(
@@ -189,6 +197,7 @@ async fn change_users(store: &Store, command: UsersCommand) -> Result<(), CliErr
             audit("user.logged_out", &username);
             Ok(())
         }
+        UsersCommand::Totp { command } => totp::run(store, command).await,
     }
 }
 
@@ -210,7 +219,16 @@ fn check_username(username: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-fn print_user(user: &User) {
+/// A second factor's state, for people: `yes` (active), `pending` or `no`.
+fn totp_state(active: Option<bool>) -> &'static str {
+    match active {
+        Some(true) => "yes",
+        Some(false) => "pending",
+        None => "no",
+    }
+}
+
+fn print_user(user: &User, totp: Option<bool>) {
     let mut out = io::stdout().lock();
     let _ = writeln!(out, "username:  {}", user.username);
     let _ = writeln!(out, "email:     {}", user.email.as_deref().unwrap_or(""));
@@ -221,10 +239,11 @@ fn print_user(user: &User) {
     );
     let _ = writeln!(out, "disabled:  {}", user.disabled);
     let _ = writeln!(out, "scopes:    {}", user.allowed_scopes());
+    let _ = writeln!(out, "totp:      {}", totp_state(totp));
 }
 
-fn print_table(users: &[User]) {
-    let rows: Vec<[String; 5]> = users
+fn print_table(users: &[User], totp: &HashMap<i64, bool>) {
+    let rows: Vec<[String; 6]> = users
         .iter()
         .map(|u| {
             [
@@ -233,10 +252,18 @@ fn print_table(users: &[User]) {
                 u.full_name.clone().unwrap_or_default(),
                 if u.disabled { "yes" } else { "no" }.to_owned(),
                 u.allowed_scopes().to_string(),
+                totp_state(totp.get(&u.id).copied()).to_owned(),
             ]
         })
         .collect();
-    let header = ["USERNAME", "EMAIL", "FULL NAME", "DISABLED", "SCOPES"];
+    let header = [
+        "USERNAME",
+        "EMAIL",
+        "FULL NAME",
+        "DISABLED",
+        "SCOPES",
+        "TOTP",
+    ];
     print_columns(header, &rows);
 }
 

@@ -12,6 +12,7 @@ mod sessions;
 mod sqlite;
 mod throttle;
 mod tokens;
+mod totp;
 mod users;
 
 use std::{
@@ -25,6 +26,7 @@ pub use self::{
     clients::ClientSummary,
     sessions::{NewAccessToken, RefreshRecord, Rotation, SessionSummary},
     tokens::LiveToken,
+    totp::TotpFactor,
 };
 
 /// Runs the same sqlx code on whichever pool the store has: `on_pool!(self, pool => ...)`.

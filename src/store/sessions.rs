@@ -25,6 +25,8 @@ pub struct RefreshRecord {
     pub session_revoked: bool,
     /// The client the login named, if any.
     pub client_id: Option<String>,
+    /// How the login authenticated the user (see `Amr::methods`).
+    pub amr: Option<String>,
     pub user: User,
 }
 
@@ -39,6 +41,7 @@ struct RefreshRow {
     session_expires_at: i64,
     session_revoked_at: Option<i64>,
     client_id: Option<String>,
+    amr: Option<String>,
 }
 
 /// How an attempt to issue tokens in a session ended.
@@ -90,6 +93,7 @@ impl Store {
         user_id: i64,
         client_id: Option<&str>,
         session_scopes: &Scopes,
+        amr: &str,
         now: i64,
         session_expires_at: i64,
         access: NewAccessToken<'_>,
@@ -99,8 +103,8 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
-                "insert into sessions (id, user_id, scopes, client_id, started_at, refreshed_at, expires_at)
-                 values ($1, $2, $3, $4, $5, $5, $6)",
+                "insert into sessions (id, user_id, scopes, client_id, started_at, refreshed_at, expires_at, amr)
+                 values ($1, $2, $3, $4, $5, $5, $6, $7)",
             )
             .bind(session_id)
             .bind(user_id)
@@ -108,6 +112,7 @@ impl Store {
             .bind(client_id)
             .bind(now)
             .bind(session_expires_at)
+            .bind(amr)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -147,7 +152,7 @@ impl Store {
                 "select u.id, u.username, u.email, u.full_name, u.disabled, u.scopes,
                         r.session_id, r.issued_at, r.spent_at,
                         s.scopes as session_scopes, s.expires_at as session_expires_at,
-                        s.revoked_at as session_revoked_at, s.client_id
+                        s.revoked_at as session_revoked_at, s.client_id, s.amr
                  from refresh_tokens r
                  join sessions s on s.id = r.session_id
                  join users u on u.id = s.user_id
@@ -165,6 +170,7 @@ impl Store {
             session_expires_at: row.session_expires_at,
             session_revoked: row.session_revoked_at.is_some(),
             client_id: row.client_id,
+            amr: row.amr,
             user: row.user,
         }))
     }

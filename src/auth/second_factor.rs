@@ -1,0 +1,485 @@
+//! The second factor: time-based one-time passwords (RFC 6238: 6 digits, 30 s steps,
+//! HMAC-SHA-1, what every authenticator app reads from an `otpauth://` URI). Enrolment
+//! by the user (pending until confirmed with a code) or by an operator, and the check a
+//! password login makes once the password is known to be right.
+//!
+//! The code arithmetic is `totp-rs`'s; codes are compared in constant time. Each code is
+//! accepted once: the latest used step is kept in the database and moved forward by one
+//! conditional update, so a code used on one replica is refused on all of them.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+use totp_rs::{Builder, Secret, Totp};
+
+use super::{
+    AccessError, Auth, LoginError, Outcome, loggable,
+    throttle::{Attempt, Refusal},
+};
+use crate::{
+    metrics::Metrics,
+    store::{TotpFactor, unix_millis},
+    users::User,
+};
+
+/// Digits of a code.
+pub const CODE_DIGITS: usize = 6;
+/// Seconds of a time step.
+pub const STEP_SECONDS: u64 = 30;
+/// Steps accepted on either side of the current one (RFC 6238, section 5.2).
+const SKEW_STEPS: u64 = 1;
+/// Bytes of a new secret: 160 bits, as RFC 4226 recommends.
+const SECRET_BYTES: usize = 20;
+
+/// How a session's login authenticated its user (RFC 8176 method names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amr {
+    /// A password alone.
+    Password,
+    /// A password and a one-time code.
+    PasswordAndOtp,
+}
+
+impl Amr {
+    /// As stored with the session: method names, space-separated.
+    pub fn stored(self) -> &'static str {
+        match self {
+            Amr::Password => "pwd",
+            Amr::PasswordAndOtp => "pwd otp",
+        }
+    }
+
+    /// The method names of a stored value; sessions from before second factors have
+    /// none stored and were opened with a password.
+    pub fn methods(stored: Option<&str>) -> Vec<String> {
+        let names: Vec<String> = stored
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if names.is_empty() {
+            vec![Amr::Password.stored().to_owned()]
+        } else {
+            names
+        }
+    }
+}
+
+/// A new secret, shown once: base32 and as an `otpauth://` URI.
+pub struct Enrolment {
+    pub secret: SecretString,
+    pub otpauth_uri: SecretString,
+}
+
+/// Why a change to a second factor was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SecondFactorError {
+    /// The bearer token does not give access (as on `/users/me`).
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error("a second factor is active already")]
+    AlreadyActive,
+    /// Wrong, missing, malformed or already used.
+    #[error("incorrect one-time code")]
+    IncorrectCode,
+    #[error("too many failed attempts")]
+    TooManyAttempts(Duration),
+    #[error("database unavailable: {0}")]
+    Unavailable(#[from] sqlx::Error),
+}
+
+impl Outcome for SecondFactorError {
+    fn is_unavailable(&self) -> bool {
+        match self {
+            SecondFactorError::Access(err) => err.is_unavailable(),
+            SecondFactorError::Unavailable(_) => true,
+            _ => false,
+        }
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            SecondFactorError::Access(err) => err.outcome(),
+            SecondFactorError::AlreadyActive => "already_active",
+            SecondFactorError::IncorrectCode => "incorrect_code",
+            SecondFactorError::TooManyAttempts(_) => "throttled",
+            SecondFactorError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// What a login must still check once the password is known to be right.
+pub struct PendingCheck {
+    /// The user's active factor; `None`: the user has none, nothing to check.
+    factor: Option<TotpFactor>,
+    code: Option<SecretString>,
+}
+
+/// The name of this service in authenticator apps: the issuer's host, without scheme,
+/// port or path. (`https://auth.example.com` -> `auth.example.com`.)
+pub fn issuer_name(issuer: &str) -> String {
+    let rest = issuer.split_once("://").map_or(issuer, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match host.strip_prefix('[') {
+        // An IPv6 literal: what is between the brackets.
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    label_part(host)
+}
+
+/// The Key URI format forbids a colon in the issuer and the account name (it separates
+/// them in the label); one in an IPv6 host or a username is shown as `_`. The label is
+/// only what the app displays: codes do not depend on it.
+fn label_part(name: &str) -> String {
+    name.replace(':', "_")
+}
+
+/// The `otpauth://` URI of `secret` for `username`: label `<issuer name>:<username>`
+/// and `issuer=<issuer name>`.
+pub fn otpauth_uri(secret: &SecretString, issuer: &str, username: &str) -> Option<SecretString> {
+    let totp = Builder::new()
+        .with_secret(decode_secret(secret)?)
+        .with_account_name(label_part(username))
+        .with_issuer(Some(issuer_name(issuer)))
+        .build()
+        .ok()?;
+    totp.to_url().ok().map(SecretString::from)
+}
+
+/// A new random secret, base32.
+pub fn new_secret() -> SecretString {
+    let mut bytes = [0u8; SECRET_BYTES];
+    getrandom::fill(&mut bytes).expect("the OS random number generator is available");
+    SecretString::from(Secret::from(bytes).to_base32())
+}
+
+fn decode_secret(secret: &SecretString) -> Option<Secret> {
+    Secret::try_from_base32(secret.expose_secret()).ok()
+}
+
+/// The RFC 6238 parameters every authenticator app assumes, with `secret`.
+fn totp(secret: &str) -> Option<Totp> {
+    let secret = Secret::try_from_base32(secret).ok()?;
+    Builder::new()
+        .with_secret(secret)
+        .with_digits(CODE_DIGITS as u8)
+        .with_step_duration(STEP_SECONDS)
+        .build()
+        .ok()
+}
+
+/// The time step of `at`.
+pub fn step_of(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / STEP_SECONDS
+}
+
+/// Whether `code` looks like a code at all: exactly six ASCII digits (a NUL byte, a
+/// space, a seventh digit are simply wrong, and never reach the database).
+fn is_well_formed(code: &str) -> bool {
+    code.len() == CODE_DIGITS && code.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The step, among the current one and those beside it, whose code is `code` and that
+/// is later than `after`; the earliest such. Every candidate is computed and compared
+/// (in constant time), whichever matches.
+fn matching_step(secret: &str, code: &str, now: u64, after: Option<i64>) -> Option<u64> {
+    if !is_well_formed(code) {
+        return None;
+    }
+    let Some(totp) = totp(secret) else {
+        tracing::warn!("a stored TOTP secret does not decode; its codes are refused");
+        return None;
+    };
+    let mut found = None;
+    for step in now.saturating_sub(SKEW_STEPS)..=now + SKEW_STEPS {
+        let expected = totp.generate(step * STEP_SECONDS).to_string();
+        let matches: bool = expected.as_bytes().ct_eq(code.as_bytes()).into();
+        let unused = after.is_none_or(|last| i64::try_from(step).is_ok_and(|step| step > last));
+        if matches && unused && found.is_none() {
+            found = Some(step);
+        }
+    }
+    found
+}
+
+/// `password` split into the password and an appended code, when it ends in six digits
+/// and is longer than them.
+fn split_appended_code(password: &SecretString) -> Option<(SecretString, SecretString)> {
+    let password = password.expose_secret();
+    let cut = password.len().checked_sub(CODE_DIGITS)?;
+    if cut == 0 || !password.is_char_boundary(cut) || !is_well_formed(&password[cut..]) {
+        return None;
+    }
+    Some((
+        SecretString::from(&password[..cut]),
+        SecretString::from(&password[cut..]),
+    ))
+}
+
+impl Auth {
+    /// Before a login's password is checked: the user's active second factor, and the
+    /// password to check. Without a `totp` field, a user with an active factor may have
+    /// appended the code to the password (as FreeIPA takes it; Swagger UI's dialog has no
+    /// field for it): then a password ending in six digits is always taken as the
+    /// password followed by the code. One rule, one argon2 verification: a user with a
+    /// factor whose real password ends in six digits must send the code (in `totp` or
+    /// appended). `user_id`: `None` for an unknown user, who costs the same lookup.
+    pub(super) async fn second_factor_input(
+        &self,
+        user_id: Option<i64>,
+        password: SecretString,
+        totp: Option<SecretString>,
+    ) -> Result<(SecretString, PendingCheck), sqlx::Error> {
+        // No user has id -1: the lookup is made, and finds nothing, for unknown users too.
+        let factor = self
+            .store
+            .find_totp(user_id.unwrap_or(-1))
+            .await?
+            .filter(TotpFactor::is_active);
+        if factor.is_none() {
+            return Ok((password, PendingCheck { factor, code: None }));
+        }
+        if totp.is_some() {
+            return Ok((password, PendingCheck { factor, code: totp }));
+        }
+        match split_appended_code(&password) {
+            Some((password, code)) => Ok((
+                password,
+                PendingCheck {
+                    factor,
+                    code: Some(code),
+                },
+            )),
+            None => Ok((password, PendingCheck { factor, code: None })),
+        }
+    }
+
+    /// After a login's password was found right: checks the one-time code when the user
+    /// has an active factor, and settles the counted `attempt`: a success clears the
+    /// username's failures; a missing code is no failure (the attempt is given back); a
+    /// wrong or used code stays counted.
+    pub(super) async fn check_second_factor(
+        &self,
+        user: &User,
+        check: PendingCheck,
+        attempt: Attempt,
+    ) -> Result<Amr, LoginError> {
+        let Some(factor) = check.factor else {
+            self.throttle.succeeded(&self.store, attempt).await?;
+            return Ok(Amr::Password);
+        };
+        let Some(code) = check.code else {
+            self.throttle.give_back(&self.store, attempt).await;
+            self.metrics.second_factor("required");
+            return Err(LoginError::SecondFactorRequired);
+        };
+        let now = step_of(SystemTime::now());
+        let used = match matching_step(&factor.secret, code.expose_secret(), now, factor.last_step)
+        {
+            Some(step) => {
+                self.store
+                    .use_totp_step(user.id, &factor.secret, step as i64)
+                    .await?
+            }
+            None => false,
+        };
+        if !used {
+            drop(attempt);
+            self.metrics.second_factor("incorrect_code");
+            return Err(LoginError::IncorrectOneTimeCode);
+        }
+        self.throttle.succeeded(&self.store, attempt).await?;
+        self.metrics.second_factor("passed");
+        Ok(Amr::PasswordAndOtp)
+    }
+
+    /// `POST /users/me/totp`: a new pending secret for the token's user, replacing a
+    /// pending one; refused while one is active.
+    pub async fn enrol_totp(&self, token: &str) -> Result<Enrolment, SecondFactorError> {
+        let result = self.try_enrol_totp(token).await;
+        self.observe(result.as_ref().map(|_| "pending"), Metrics::second_factor);
+        result
+    }
+
+    async fn try_enrol_totp(&self, token: &str) -> Result<Enrolment, SecondFactorError> {
+        let user = self.current_user(token, None).await?;
+        let secret = new_secret();
+        let otpauth_uri = otpauth_uri(&secret, &self.issuer, &user.username)
+            .expect("a fresh 160-bit secret with a colon-free label makes a URI");
+        let now = unix_millis(SystemTime::now());
+        if !self
+            .store
+            .start_totp_enrolment(user.id, secret.expose_secret(), now)
+            .await?
+        {
+            return Err(SecondFactorError::AlreadyActive);
+        }
+        Ok(Enrolment {
+            secret,
+            otpauth_uri,
+        })
+    }
+
+    /// `POST /users/me/totp/confirm`: activates the pending secret with a code of it
+    /// (that code is then used).
+    pub async fn confirm_totp(
+        &self,
+        token: &str,
+        code: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<(), SecondFactorError> {
+        let result = self.change_totp(token, code, client, Change::Confirm).await;
+        self.observe(result.as_ref().map(|_| "enrolled"), Metrics::second_factor);
+        result
+    }
+
+    /// `DELETE /users/me/totp`: removes the user's secret, pending or active, with a
+    /// current code of it (that code is then used).
+    pub async fn remove_totp(
+        &self,
+        token: &str,
+        code: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<(), SecondFactorError> {
+        let result = self.change_totp(token, code, client, Change::Remove).await;
+        self.observe(result.as_ref().map(|_| "removed"), Metrics::second_factor);
+        result
+    }
+
+    /// Checks `code` against the user's secret and makes `change` with it. Wrong codes
+    /// count against the username and address like failed logins: a stolen access token
+    /// cannot be used to guess its way to removing the factor.
+    async fn change_totp(
+        &self,
+        token: &str,
+        code: Option<&str>,
+        client: Option<IpAddr>,
+        change: Change,
+    ) -> Result<(), SecondFactorError> {
+        let user = self.current_user(token, None).await?;
+        let factor = self.store.find_totp(user.id).await?;
+        if change == Change::Confirm && factor.as_ref().is_some_and(TotpFactor::is_active) {
+            return Err(SecondFactorError::AlreadyActive);
+        }
+        let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let attempt = self
+            .throttle
+            .count(&self.store, &user.username, client)
+            .await
+            .map_err(|refusal| match refusal {
+                Refusal::Throttled(wait) => SecondFactorError::TooManyAttempts(wait),
+                Refusal::Database(err) => SecondFactorError::Unavailable(err),
+            })?;
+        let now = SystemTime::now();
+        let step = factor.as_ref().and_then(|factor| {
+            matching_step(
+                &factor.secret,
+                code.unwrap_or_default(),
+                step_of(now),
+                factor.last_step,
+            )
+        });
+        let (Some(factor), Some(step)) = (factor, step) else {
+            drop(attempt);
+            return Err(SecondFactorError::IncorrectCode);
+        };
+        let step = step as i64;
+        let done = match change {
+            Change::Confirm => {
+                self.store
+                    .confirm_totp(user.id, &factor.secret, step, unix_millis(now))
+                    .await?
+            }
+            Change::Remove => {
+                self.store
+                    .remove_totp(user.id, &factor.secret, step)
+                    .await?
+            }
+        };
+        if !done {
+            drop(attempt);
+            return Err(SecondFactorError::IncorrectCode);
+        }
+        // A right code is no failure, but it does not clear the username's failed logins.
+        self.throttle.give_back(&self.store, attempt).await;
+        let username = loggable(&user.username);
+        match change {
+            Change::Confirm => tracing::info!(
+                target: "audit", event = "totp.enrolled", %username, source = "api",
+                "second factor enrolled"
+            ),
+            Change::Remove => tracing::info!(
+                target: "audit", event = "totp.removed", %username, source = "api",
+                "second factor removed"
+            ),
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Confirm,
+    Remove,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_issuer_name_is_the_host_alone() {
+        assert_eq!(issuer_name("http://127.0.0.1:8000"), "127.0.0.1");
+        assert_eq!(issuer_name("https://auth.example.com"), "auth.example.com");
+        assert_eq!(
+            issuer_name("https://u@auth.example.com:8443/base"),
+            "auth.example.com"
+        );
+        assert_eq!(issuer_name("http://[::1]:8000"), "__1");
+    }
+
+    #[test]
+    fn rfc_6238_test_vector_with_sha1() {
+        // RFC 6238, appendix B: the 20-byte ASCII secret "12345678901234567890" at
+        // T = 59 s gives 94287082 (8 digits); its last six digits are the 6-digit code.
+        let secret = Secret::from(b"12345678901234567890".to_vec()).to_base32();
+        assert_eq!(matching_step(&secret, "287082", 1, None), Some(1));
+        assert_eq!(matching_step(&secret, "287082", 1, Some(1)), None);
+        assert_eq!(matching_step(&secret, "287082", 3, None), None);
+    }
+
+    #[test]
+    fn malformed_codes_never_match() {
+        let secret = Secret::from(b"12345678901234567890".to_vec()).to_base32();
+        for code in ["", "28708", "2870820", "28708\0", " 287082", "２８７０８２"] {
+            assert_eq!(matching_step(&secret, code, 1, None), None, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn only_six_trailing_digits_after_a_password_are_split_off() {
+        let split = |p: &str| {
+            split_appended_code(&SecretString::from(p))
+                .map(|(p, c)| (p.expose_secret().to_owned(), c.expose_secret().to_owned()))
+        };
+        assert_eq!(
+            split("secret123456"),
+            Some(("secret".into(), "123456".into()))
+        );
+        assert_eq!(
+            split("pw2024123456"),
+            Some(("pw2024".into(), "123456".into()))
+        );
+        assert_eq!(split("123456"), None);
+        assert_eq!(split("secret12345"), None);
+        assert_eq!(split("secret"), None);
+    }
+}

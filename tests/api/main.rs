@@ -19,4 +19,5 @@ mod scopes;
 mod storage;
 mod throttle;
 mod token;
+mod totp;
 mod users_me;

@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 use super::{ApiTags, bearer::BearerToken, form::UrlEncoded};
 use crate::{
     auth::{Auth, Enrolment},
-    error::SecondFactorErrorResponse,
+    error::{TotpConfirmErrorResponse, TotpEnrolErrorResponse, TotpRemoveErrorResponse},
 };
 
 /// A new secret for an authenticator app; it is shown this once.
@@ -89,7 +89,7 @@ impl TotpApi {
     /// pending, not yet required at login, until confirmed with a code; calling this
     /// again while pending replaces it. 409 while one is active.
     #[oai(path = "/users/me/totp", method = "post", operation_id = "enrol_totp")]
-    async fn enrol(&self, token: BearerToken) -> Result<EnrolResponse, SecondFactorErrorResponse> {
+    async fn enrol(&self, token: BearerToken) -> Result<EnrolResponse, TotpEnrolErrorResponse> {
         let enrolment = self.auth.enrol_totp(token.as_str()).await?;
         Ok(EnrolResponse::Ok(
             Json(enrolment.into()),
@@ -112,7 +112,7 @@ impl TotpApi {
         token: BearerToken,
         form: UrlEncoded<CodeForm>,
         remote: &RemoteAddr,
-    ) -> Result<ChangeResponse, SecondFactorErrorResponse> {
+    ) -> Result<ChangeResponse, TotpConfirmErrorResponse> {
         let client = remote.as_socket_addr().map(|addr| addr.ip());
         self.auth
             .confirm_totp(token.as_str(), code(&form), client)
@@ -134,7 +134,7 @@ impl TotpApi {
         token: BearerToken,
         form: UrlEncoded<CodeForm>,
         remote: &RemoteAddr,
-    ) -> Result<ChangeResponse, SecondFactorErrorResponse> {
+    ) -> Result<ChangeResponse, TotpRemoveErrorResponse> {
         let client = remote.as_socket_addr().map(|addr| addr.ip());
         self.auth
             .remove_totp(token.as_str(), code(&form), client)

@@ -143,11 +143,17 @@ fn label_part(name: &str) -> String {
 }
 
 /// The `otpauth://` URI of `secret` for `username`: label `<issuer name>:<username>`
-/// and `issuer=<issuer name>`.
+/// and `issuer=<issuer name>`. `None` only for a secret that is not base32 of at least
+/// 128 bits, which [`new_secret`] never makes.
 pub fn otpauth_uri(secret: &SecretString, issuer: &str, username: &str) -> Option<SecretString> {
+    let mut account = label_part(username);
+    if account.is_empty() {
+        // The format needs an account name; an empty username can only come from SQL.
+        account.push('_');
+    }
     let totp = Builder::new()
         .with_secret(decode_secret(secret)?)
-        .with_account_name(label_part(username))
+        .with_account_name(account)
         .with_issuer(Some(issuer_name(issuer)))
         .build()
         .ok()?;
@@ -313,7 +319,7 @@ impl Auth {
         let user = self.current_user(token, None).await?;
         let secret = new_secret();
         let otpauth_uri = otpauth_uri(&secret, &self.issuer, &user.username)
-            .expect("a fresh 160-bit secret with a colon-free label makes a URI");
+            .expect("a fresh 160-bit secret always makes a URI");
         let now = unix_millis(SystemTime::now());
         if !self
             .store

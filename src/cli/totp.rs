@@ -59,7 +59,7 @@ pub(super) async fn run(store: &Store, command: TotpCommand) -> Result<(), CliEr
             let issuer = server::issuer(issuer.issuer.as_deref(), &issuer.host, issuer.port);
             let secret = new_secret();
             let uri = otpauth_uri(&secret, &issuer, &user.username)
-                .expect("a fresh 160-bit secret with a colon-free label makes a URI");
+                .expect("a fresh 160-bit secret always makes a URI");
             store
                 .set_totp_active(
                     user.id,

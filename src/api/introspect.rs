@@ -141,13 +141,13 @@ struct IntrospectionBody {
     /// This service's issuer identifier.
     #[oai(skip_serializing_if_is_none)]
     iss: Option<String>,
-    /// The client the login named, if any.
-    #[oai(skip_serializing_if_is_none)]
-    client_id: Option<String>,
     /// How the login authenticated the user (RFC 8176): `["pwd"]`, or `["pwd", "otp"]`
     /// with a one-time code.
     #[oai(skip_serializing_if_is_none)]
     amr: Option<Vec<String>>,
+    /// The client the login named, if any.
+    #[oai(skip_serializing_if_is_none)]
+    client_id: Option<String>,
 }
 
 impl From<Option<Introspection>> for IntrospectionBody {
@@ -162,8 +162,8 @@ impl From<Option<Introspection>> for IntrospectionBody {
                 iat: None,
                 sub: None,
                 iss: None,
-                client_id: None,
                 amr: None,
+                client_id: None,
             };
         };
         Self {
@@ -175,8 +175,8 @@ impl From<Option<Introspection>> for IntrospectionBody {
             exp: Some(found.expires_at),
             iat: Some(found.issued_at),
             iss: Some(found.issuer),
-            client_id: found.client_id,
             amr: Some(found.amr),
+            client_id: found.client_id,
         }
     }
 }

@@ -75,8 +75,9 @@ both_backends! {
         let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
         assert_eq!(
             keys,
-            ["active", "scope", "username", "token_type", "exp", "iat", "sub", "iss", "client_id"]
+            ["active", "scope", "username", "token_type", "exp", "iat", "sub", "iss", "amr", "client_id"]
         );
+        assert_eq!(body["amr"], serde_json::json!(["pwd"]));
         assert_eq!(body["active"], true);
         assert_eq!(body["scope"], "me items");
         assert_eq!(body["username"], "johndoe");

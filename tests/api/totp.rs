@@ -545,6 +545,89 @@ both_backends! {
 }
 
 #[tokio::test]
+async fn a_user_with_a_second_factor_costs_one_password_check_like_an_unknown_user() {
+    let app = spawn_app().await;
+    let secret = secret_of(&enable_on_cli(&app, "johndoe"));
+    let step = step_for_a_sequence().await;
+    let jobs = || app.auth.password_hash_jobs();
+
+    for (case, username, password, totp) in [
+        ("an unknown user", "nobody", "secret123456".to_owned(), None),
+        ("a wrong password", "johndoe", "wrong".to_owned(), None),
+        (
+            "a wrong password and six digits",
+            "johndoe",
+            "wrong123456".to_owned(),
+            None,
+        ),
+        (
+            "a wrong password and a right code",
+            "johndoe",
+            "wrong".to_owned(),
+            Some(code(&secret, step)),
+        ),
+        ("the password alone", "johndoe", "secret".to_owned(), None),
+        (
+            "the code appended",
+            "johndoe",
+            format!("secret{}", code(&secret, step)),
+            None,
+        ),
+    ] {
+        let before = jobs();
+        let mut form = vec![("username", username.to_owned()), ("password", password)];
+        form.extend(totp.map(|totp| ("totp", totp)));
+        app.post("/token").form(&form).send().await.unwrap();
+        assert_eq!(jobs() - before, 1, "{case}");
+    }
+}
+
+/// On a terminal, `users totp enable` draws the URI as a QR code above it (run under
+/// `script`, which gives the command a pseudo-terminal).
+#[tokio::test]
+async fn on_a_terminal_the_cli_draws_a_qr_code() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        say_skipped(
+            "the QR code test",
+            "no `script` command to give the CLI a terminal",
+        );
+        return;
+    }
+    let app = spawn_app().await;
+    let command = format!(
+        "{} users totp enable johndoe",
+        env!("CARGO_BIN_EXE_simple-oauth2")
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("DATABASE_URL", &app.database.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("script runs");
+    assert!(output.status.success());
+    let shown = String::from_utf8(output.stdout).unwrap();
+    let drawn = shown
+        .lines()
+        .filter(|line| line.contains('▄') || line.contains('▀'))
+        .count();
+    assert!(drawn > 10, "{shown}");
+    let uri = shown
+        .lines()
+        .find(|line| line.starts_with("otpauth://totp/127.0.0.1:johndoe?"))
+        .unwrap_or_else(|| panic!("the URI under the code: {shown}"));
+    let step = step_now().await;
+    assert_logged_in(
+        login_with_code(&app, "secret", &code(&secret_of(uri.trim_end()), step)).await,
+        "the drawn secret",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn the_uri_label_names_the_issuer_host_without_scheme_or_port() {
     let app = spawn_app().await;
     let done = app

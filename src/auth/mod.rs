@@ -23,9 +23,12 @@ use std::{
 
 use self::{cache::TokenCache, password::Hasher, throttle::LoginThrottle};
 pub use self::{
-    errors::{AccessError, FieldError, FieldErrorKind, IntrospectionError, LoginError, Outcome},
-    introspection::Introspection,
-    login::LoginRequest,
+    errors::{
+        AccessError, ClientAuthError, FieldError, FieldErrorKind, IntrospectionError, LoginError,
+        Outcome,
+    },
+    introspection::{Introspection, TokenUse},
+    login::{ClientCredentials, LoginRequest},
     refresh::RefreshRequest,
 };
 use crate::{
@@ -115,6 +118,7 @@ pub struct Auth {
     tokens: TokenCache,
     access_ttl: Duration,
     refresh: RefreshPolicy,
+    max_sessions_per_user: u32,
     failure_window: Duration,
     issuer: String,
 }
@@ -136,6 +140,7 @@ impl Auth {
             ),
             access_ttl: settings.access_token_ttl,
             refresh: RefreshPolicy::from_settings(settings),
+            max_sessions_per_user: settings.max_sessions_per_user,
             failure_window: settings.login_failure_window,
             issuer,
         }

@@ -16,6 +16,7 @@ const DEFAULT_LOGIN_FAILURE_WINDOW: &str = "15m";
 const DEFAULT_REFRESH_TOKEN_TTL: &str = "30d";
 const DEFAULT_REFRESH_TOKEN_IDLE_TTL: &str = "7d";
 const DEFAULT_REFRESH_TOKEN_REUSE_GRACE: &str = "30s";
+const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 100;
 
 /// Where the database lives; shared by the server and every management command.
 #[derive(Args, Debug, Clone)]
@@ -77,6 +78,10 @@ pub struct Settings {
     /// How long a spent refresh token may be presented again as a retry; 0 = never.
     #[arg(long, env = "REFRESH_TOKEN_REUSE_GRACE", default_value = DEFAULT_REFRESH_TOKEN_REUSE_GRACE, value_parser = parse_duration)]
     pub refresh_token_reuse_grace: Duration,
+
+    /// Live sessions per user; a login beyond it ends the least recently used one.
+    #[arg(long, env = "MAX_SESSIONS_PER_USER", default_value_t = DEFAULT_MAX_SESSIONS_PER_USER, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions_per_user: u32,
 }
 
 impl Settings {
@@ -98,6 +103,7 @@ impl Settings {
             refresh_token_ttl: default_duration(DEFAULT_REFRESH_TOKEN_TTL),
             refresh_token_idle_ttl: default_duration(DEFAULT_REFRESH_TOKEN_IDLE_TTL),
             refresh_token_reuse_grace: default_duration(DEFAULT_REFRESH_TOKEN_REUSE_GRACE),
+            max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
         }
     }
 }

@@ -77,6 +77,9 @@ pub enum TokenErrorResponse {
     /// for a user with a second factor, a one-time code missing, wrong or already used).
     #[oai(status = 400)]
     BadRequest(Json<OAuthError>),
+    /// `invalid_client`: a registered client's id without its secret, or with a wrong one.
+    #[oai(status = 401)]
+    Unauthorized(Json<OAuthError>, #[oai(header = "WWW-Authenticate")] String),
     /// The request body did not arrive in time.
     #[oai(status = 408)]
     RequestTimeout(Json<OAuthError>),
@@ -108,6 +111,10 @@ pub enum IntrospectionErrorResponse {
     /// The request body is over the size limit.
     #[oai(status = 413)]
     PayloadTooLarge(Json<OAuthError>),
+    /// Too many failed client authentications for this client id or from this address;
+    /// retry after the given number of seconds.
+    #[oai(status = 429)]
+    TooManyRequests(Json<OAuthError>, #[oai(header = "Retry-After")] u64),
     /// The database does not answer; retry after the given number of seconds.
     #[oai(status = 503)]
     Unavailable(Json<OAuthError>, #[oai(header = "Retry-After")] u64),
@@ -121,14 +128,17 @@ impl From<IntrospectionError> for IntrospectionErrorResponse {
                 "invalid_request",
                 field_errors_description(&errors),
             )),
-            IntrospectionError::InvalidClient => Self::Unauthorized(
+            IntrospectionError::InvalidClient => {
+                let (body, challenge) = invalid_client();
+                Self::Unauthorized(body, challenge)
+            }
+            IntrospectionError::TooManyAttempts(wait) => Self::TooManyRequests(
                 OAuthError::json(
-                    json!("Invalid client credentials"),
-                    "invalid_client",
-                    "Client authentication failed: send a registered client's id and secret \
-                     by HTTP Basic or as client_id and client_secret",
+                    json!("Too many failed client authentications"),
+                    "temporarily_unavailable",
+                    "Too many failed client authentications; retry after the Retry-After delay",
                 ),
-                r#"Basic realm="simple-oauth2""#.into(),
+                retry_after_secs(wait),
             ),
             IntrospectionError::Unavailable(err) => {
                 tracing::error!(error = %err, "database error on the introspection endpoint");
@@ -158,6 +168,25 @@ pub enum AccessErrorResponse {
     /// The database does not answer; retry after the given number of seconds.
     #[oai(status = 503)]
     Unavailable(Json<Detail>, #[oai(header = "Retry-After")] u64),
+}
+
+/// The 401 of a failed client authentication (RFC 6749, section 5.2), with its challenge.
+fn invalid_client() -> (Json<OAuthError>, String) {
+    (
+        OAuthError::json(
+            json!("Invalid client credentials"),
+            "invalid_client",
+            "Client authentication failed: send a registered client's id and secret \
+             by HTTP Basic or as client_id and client_secret",
+        ),
+        r#"Basic realm="simple-oauth2""#.into(),
+    )
+}
+
+/// Whole seconds to wait, rounded up: retrying a fraction of a second early would be
+/// refused again.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// The 503 body of the endpoints that answer in RFC 6749's format.
@@ -253,18 +282,18 @@ impl From<LoginError> for TokenErrorResponse {
             LoginError::IncorrectOneTimeCode => {
                 bad_request(INCORRECT_CODE, "invalid_grant", INCORRECT_CODE)
             }
-            LoginError::TooManyAttempts(wait) => {
-                // Round up: retrying a fraction of a second early would be refused again.
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                Self::TooManyRequests(
-                    OAuthError::json(
-                        json!("Too many failed login attempts"),
-                        "temporarily_unavailable",
-                        "Too many failed login attempts; retry after the Retry-After delay",
-                    ),
-                    secs.max(1),
-                )
+            LoginError::InvalidClient => {
+                let (body, challenge) = invalid_client();
+                Self::Unauthorized(body, challenge)
             }
+            LoginError::TooManyAttempts(wait) => Self::TooManyRequests(
+                OAuthError::json(
+                    json!("Too many failed login attempts"),
+                    "temporarily_unavailable",
+                    "Too many failed login attempts; retry after the Retry-After delay",
+                ),
+                retry_after_secs(wait),
+            ),
             LoginError::Unavailable(err) => {
                 tracing::error!(error = %err, "database error on a token endpoint");
                 Self::Unavailable(unavailable(), UNAVAILABLE_RETRY_AFTER_SECS)
@@ -499,12 +528,6 @@ impl From<SecondFactorError> for TotpRemoveErrorResponse {
             SecondFactorAnswer::Unavailable(detail, retry) => Self::Unavailable(detail, retry),
         }
     }
-}
-
-/// Whole seconds to wait, rounded up: retrying a fraction of a second early would be
-/// refused again.
-fn retry_after_secs(wait: std::time::Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// The 413 answer for a body over the limit, in the token endpoints' format (the only

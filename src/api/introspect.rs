@@ -1,9 +1,9 @@
 //! `POST /token/introspect` (RFC 7662): registered clients ask what a token is.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use poem::{Request, RequestBody, http::header::AUTHORIZATION};
+use poem::{Request, RequestBody, http::header::AUTHORIZATION, web::RemoteAddr};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi,
     payload::Json,
@@ -13,7 +13,7 @@ use poem_openapi::{
 
 use super::{ApiTags, form::UrlEncoded};
 use crate::{
-    auth::{Auth, FieldError, FieldErrorKind, Introspection, IntrospectionError},
+    auth::{Auth, FieldError, FieldErrorKind, Introspection, IntrospectionError, TokenUse},
     error::IntrospectionErrorResponse,
 };
 
@@ -34,7 +34,7 @@ pub enum BasicCredentials {
 }
 
 impl BasicCredentials {
-    fn from_request(req: &Request) -> Self {
+    pub fn from_request(req: &Request) -> Self {
         let mut values = req.headers().get_all(AUTHORIZATION).iter();
         let (Some(value), None) = (values.next(), values.next()) else {
             return if req.headers().contains_key(AUTHORIZATION) {
@@ -126,9 +126,13 @@ struct IntrospectionBody {
     /// Its user.
     #[oai(skip_serializing_if_is_none)]
     username: Option<String>,
-    /// Always `Bearer`.
+    /// `Bearer`, for an access token; absent for a refresh token.
     #[oai(skip_serializing_if_is_none)]
     token_type: Option<String>,
+    /// `access_token`, or `refresh_token` (described only when asked for with
+    /// `token_type_hint=refresh_token`).
+    #[oai(skip_serializing_if_is_none)]
+    token_use: Option<String>,
     /// When it expires, in Unix seconds.
     #[oai(skip_serializing_if_is_none)]
     exp: Option<i64>,
@@ -158,6 +162,7 @@ impl From<Option<Introspection>> for IntrospectionBody {
                 scope: None,
                 username: None,
                 token_type: None,
+                token_use: None,
                 exp: None,
                 iat: None,
                 sub: None,
@@ -171,7 +176,8 @@ impl From<Option<Introspection>> for IntrospectionBody {
             scope: Some(found.scopes.to_string()),
             sub: Some(found.username.clone()),
             username: Some(found.username),
-            token_type: Some("Bearer".into()),
+            token_type: (found.token_use == TokenUse::AccessToken).then(|| "Bearer".into()),
+            token_use: Some(found.token_use.name().into()),
             exp: Some(found.expires_at),
             iat: Some(found.issued_at),
             iss: Some(found.issuer),
@@ -219,8 +225,9 @@ impl IntrospectionApi {
     ///
     /// For registered clients (`clients add NAME`), e.g. another service checking the
     /// bearer tokens it receives. Authenticate with HTTP Basic or with `client_id` and
-    /// `client_secret` in the form. A live access or refresh token is described; anything
-    /// else is `{"active": false}`.
+    /// `client_secret` in the form. A live access token is described; a live refresh
+    /// token only with `token_type_hint=refresh_token`; anything else is
+    /// `{"active": false}`. Repeated failed client authentications are throttled (429).
     #[oai(
         path = "/token/introspect",
         method = "post",
@@ -230,8 +237,10 @@ impl IntrospectionApi {
         &self,
         basic: BasicCredentials,
         form: UrlEncoded<IntrospectionForm>,
+        remote: &RemoteAddr,
     ) -> Result<IntrospectResponse, IntrospectionErrorResponse> {
-        let found = self.answer(&basic, &form).await;
+        let address = remote.as_socket_addr().map(|addr| addr.ip());
+        let found = self.answer(&basic, &form, address).await;
         self.auth.introspection_answered(&found);
         Ok(IntrospectResponse::Ok(
             Json(found?.into()),
@@ -247,6 +256,7 @@ impl IntrospectionApi {
         &self,
         basic: &BasicCredentials,
         form: &UrlEncoded<IntrospectionForm>,
+        address: Option<IpAddr>,
     ) -> Result<Option<Introspection>, IntrospectionError> {
         let [token, hint, client_id, client_secret] = form
             .get_all([
@@ -257,7 +267,9 @@ impl IntrospectionApi {
             ])
             .map_err(IntrospectionError::InvalidRequest)?;
         let (client_id, secret) = client_credentials(basic, client_id, client_secret)?;
-        self.auth.authenticate_client(client_id, secret).await?;
+        self.auth
+            .authenticate_client(client_id, Some(secret), address)
+            .await?;
         let token = token.ok_or_else(|| {
             IntrospectionError::InvalidRequest(vec![FieldError {
                 kind: FieldErrorKind::Missing,

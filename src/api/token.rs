@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use poem::web::RemoteAddr;
+use poem::{Request, web::RemoteAddr};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     payload::Json,
@@ -11,9 +11,11 @@ use poem_openapi::{
 };
 use secrecy::SecretString;
 
-use super::{ApiTags, form::UrlEncoded};
+use super::{ApiTags, form::UrlEncoded, introspect::BasicCredentials};
 use crate::{
-    auth::{Auth, GrantType, IssuedToken, LoginError, LoginRequest, RefreshRequest},
+    auth::{
+        Auth, ClientCredentials, GrantType, IssuedToken, LoginError, LoginRequest, RefreshRequest,
+    },
     error::TokenErrorResponse,
     scope::Scopes,
 };
@@ -40,9 +42,11 @@ struct TokenForm {
     /// omitted, all of them.
     #[oai(default)]
     scope: String,
-    /// Optional; remembered with the session (introspection reports it).
+    /// Optional. A registered client's id must come with its secret (here or by HTTP
+    /// Basic); it is then remembered with the session (introspection reports it). Any
+    /// other id is accepted and not remembered.
     client_id: Option<String>,
-    /// Accepted and ignored.
+    /// A registered client's secret, when not sent by HTTP Basic.
     client_secret: Option<Password>,
     /// Password grant, for a user with a second factor: the current 6-digit one-time
     /// code. Without this field it may be appended to the password (`secret123456`).
@@ -150,7 +154,11 @@ enum Grant {
 
 /// Reads the token form in the order RFC 6749 implies: the grant type decides which other
 /// parameters matter. `enabled`: the grant types switched on.
-fn grant(form: &UrlEncoded<TokenForm>, enabled: &[GrantType]) -> Result<Grant, LoginError> {
+fn grant(
+    form: &UrlEncoded<TokenForm>,
+    basic: BasicCredentials,
+    enabled: &[GrantType],
+) -> Result<Grant, LoginError> {
     let grant_type = form
         .get("grant_type")
         .map_err(|err| LoginError::InvalidRequest(vec![err]))?;
@@ -165,13 +173,16 @@ fn grant(form: &UrlEncoded<TokenForm>, enabled: &[GrantType]) -> Result<Grant, L
         return Err(LoginError::UnsupportedGrantType(enabled.to_vec()));
     }
     match grant_type {
-        GrantType::Password => password_request(form).map(Grant::Password),
+        GrantType::Password => password_request(form, basic).map(Grant::Password),
         GrantType::RefreshToken => refresh_request(form).map(Grant::Refresh),
     }
 }
 
-fn password_request(form: &UrlEncoded<TokenForm>) -> Result<LoginRequest, LoginError> {
-    let [username, password, scope, client_id, _, totp] = form
+fn password_request(
+    form: &UrlEncoded<TokenForm>,
+    basic: BasicCredentials,
+) -> Result<LoginRequest, LoginError> {
+    let [username, password, scope, client_id, client_secret, totp] = form
         .get_all([
             ("username", true),
             ("password", true),
@@ -186,9 +197,30 @@ fn password_request(form: &UrlEncoded<TokenForm>) -> Result<LoginRequest, LoginE
         username: username.unwrap_or_default().to_owned(),
         password: SecretString::from(password.unwrap_or_default()),
         scopes: Scopes::parse(scope.unwrap_or_default()).map_err(LoginError::InvalidScope)?,
-        client_id: client_id.map(str::to_owned),
+        client: client_credentials(basic, client_id, client_secret),
         totp: totp.map(SecretString::from),
     })
+}
+
+/// The client a login names: by HTTP Basic when that names one (Swagger UI always sends
+/// `Basic Og==`, an empty id, which names none), otherwise by the form.
+fn client_credentials(
+    basic: BasicCredentials,
+    form_id: Option<&str>,
+    form_secret: Option<&str>,
+) -> Option<ClientCredentials> {
+    match basic {
+        BasicCredentials::Present { client_id, secret } if !client_id.is_empty() => {
+            Some(ClientCredentials {
+                client_id,
+                secret: Some(secret),
+            })
+        }
+        _ => form_id.map(|client_id| ClientCredentials {
+            client_id: client_id.to_owned(),
+            secret: form_secret.map(str::to_owned),
+        }),
+    }
 }
 
 fn refresh_request(form: &UrlEncoded<TokenForm>) -> Result<RefreshRequest, LoginError> {
@@ -227,9 +259,11 @@ impl TokenApi {
         &self,
         form: UrlEncoded<TokenForm>,
         remote: &RemoteAddr,
+        request: &Request,
     ) -> Result<TokenResponse, TokenErrorResponse> {
         let client = remote.as_socket_addr().map(|addr| addr.ip());
-        let issued = match grant(&form, &self.auth.grant_types()) {
+        let basic = BasicCredentials::from_request(request);
+        let issued = match grant(&form, basic, &self.auth.grant_types()) {
             Ok(Grant::Password(request)) => self.auth.login(request, client).await?,
             Ok(Grant::Refresh(request)) => self.auth.refresh(request, client).await?,
             Err(err) => {

@@ -1,9 +1,16 @@
 //! Registered clients (services that introspect tokens): their ids, and their secrets,
-//! generated from the OS CSPRNG, stored as SHA-256 digests, checked in constant time.
+//! generated from the OS CSPRNG, stored as SHA-256 digests, checked in constant time and
+//! throttled like logins.
+
+use std::net::{IpAddr, Ipv4Addr};
 
 use subtle::ConstantTimeEq;
 
-use super::token::{NewToken, TokenDigest};
+use super::{
+    Auth, ClientAuthError, loggable,
+    throttle::Subject,
+    token::{NewToken, TokenDigest},
+};
 
 /// Longer client ids are refused.
 const MAX_CLIENT_ID_LEN: usize = 128;
@@ -41,6 +48,40 @@ pub fn secret_matches(secret: &str, stored: Option<&[u8]>) -> bool {
     let expected = stored.unwrap_or(&NO_DIGEST);
     let equal: bool = presented.as_bytes().as_slice().ct_eq(expected).into();
     equal && stored.is_some()
+}
+
+impl Auth {
+    /// Checks a registered client's credentials, in constant time whether or not the
+    /// client exists, and counts failures per client id and per address like logins.
+    /// `secret` `None`: the client named itself without one.
+    pub async fn authenticate_client(
+        &self,
+        client_id: &str,
+        secret: Option<&str>,
+        address: Option<IpAddr>,
+    ) -> Result<(), ClientAuthError> {
+        let address = address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let subject = Subject::Client(client_id);
+        self.throttle.check(&self.store, subject, address).await?;
+        let stored = self.store.client_secret_digest(client_id).await?;
+        let attempt = self.throttle.count(&self.store, subject, address).await?;
+        // No secret never matches, at the same cost as a wrong one.
+        if secret_matches(secret.unwrap_or_default(), stored.as_deref()) && secret.is_some() {
+            self.throttle.succeeded(&self.store, attempt).await?;
+            return Ok(());
+        }
+        self.throttle.failed(&self.store, attempt).await?;
+        tracing::info!(
+            target: "audit", event = "client.authentication_failed",
+            client_id = %loggable(client_id), %address, "client authentication failed"
+        );
+        Err(ClientAuthError::InvalidClient)
+    }
+
+    /// Whether `client_id` names a registered client.
+    pub async fn is_registered_client(&self, client_id: &str) -> Result<bool, sqlx::Error> {
+        Ok(self.store.client_secret_digest(client_id).await?.is_some())
+    }
 }
 
 #[cfg(test)]

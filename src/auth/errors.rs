@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::GrantType;
+use super::{GrantType, throttle::Refusal};
 use crate::scope::{Scope, UnknownScope};
 
 /// A form field that is wrong in a way RFC 6749 calls `invalid_request`.
@@ -45,10 +45,62 @@ pub enum LoginError {
     InvalidRefreshToken,
     #[error("inactive user")]
     InactiveUser,
+    /// A registered client's id without its secret, or with a wrong one.
+    #[error("client authentication failed")]
+    InvalidClient,
     #[error("too many failed logins")]
     TooManyAttempts(Duration),
     #[error("database unavailable: {0}")]
     Unavailable(#[from] sqlx::Error),
+}
+
+/// Why a registered client's credentials were not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientAuthError {
+    #[error("client authentication failed")]
+    InvalidClient,
+    #[error("too many failed client authentications")]
+    TooManyAttempts(Duration),
+    #[error("database unavailable: {0}")]
+    Unavailable(#[from] sqlx::Error),
+}
+
+impl From<Refusal> for LoginError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Throttled(wait) => LoginError::TooManyAttempts(wait),
+            Refusal::Database(err) => LoginError::Unavailable(err),
+        }
+    }
+}
+
+impl From<Refusal> for ClientAuthError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Throttled(wait) => ClientAuthError::TooManyAttempts(wait),
+            Refusal::Database(err) => ClientAuthError::Unavailable(err),
+        }
+    }
+}
+
+impl From<ClientAuthError> for LoginError {
+    fn from(err: ClientAuthError) -> Self {
+        match err {
+            ClientAuthError::InvalidClient => LoginError::InvalidClient,
+            ClientAuthError::TooManyAttempts(wait) => LoginError::TooManyAttempts(wait),
+            ClientAuthError::Unavailable(err) => LoginError::Unavailable(err),
+        }
+    }
+}
+
+impl From<ClientAuthError> for IntrospectionError {
+    fn from(err: ClientAuthError) -> Self {
+        match err {
+            ClientAuthError::InvalidClient => IntrospectionError::InvalidClient,
+            ClientAuthError::TooManyAttempts(wait) => IntrospectionError::TooManyAttempts(wait),
+            ClientAuthError::Unavailable(err) => IntrospectionError::Unavailable(err),
+        }
+    }
 }
 
 /// What a failed request counts as in the metrics.
@@ -72,6 +124,7 @@ impl Outcome for LoginError {
             LoginError::InvalidScope(_) | LoginError::ScopeTooWide => "invalid_scope",
             LoginError::InvalidGrant | LoginError::InvalidRefreshToken => "invalid_grant",
             LoginError::InactiveUser => "inactive_user",
+            LoginError::InvalidClient => "invalid_client",
             LoginError::SecondFactorRequired => "second_factor_required",
             LoginError::IncorrectOneTimeCode => "second_factor_failed",
             LoginError::TooManyAttempts(_) => "throttled",
@@ -122,6 +175,8 @@ pub enum IntrospectionError {
     /// No client credentials, several, or wrong ones (a bearer token is not one).
     #[error("client authentication failed")]
     InvalidClient,
+    #[error("too many failed client authentications")]
+    TooManyAttempts(Duration),
     #[error("database unavailable: {0}")]
     Unavailable(#[from] sqlx::Error),
 }
@@ -135,6 +190,7 @@ impl Outcome for IntrospectionError {
         match self {
             IntrospectionError::InvalidRequest(_) => "invalid_request",
             IntrospectionError::InvalidClient => "invalid_client",
+            IntrospectionError::TooManyAttempts(_) => "throttled",
             IntrospectionError::Unavailable(_) => "unavailable",
         }
     }

@@ -1,10 +1,10 @@
-//! Token introspection (RFC 7662) for registered clients, and how those clients
-//! authenticate.
+//! Token introspection (RFC 7662) for registered clients (who authenticate as
+//! `clients.rs` says).
 
 use std::time::SystemTime;
 
 use super::{
-    Amr, Auth, IntrospectionError, clients, loggable,
+    Amr, Auth, IntrospectionError,
     token::{self, TokenDigest},
 };
 use crate::{
@@ -13,9 +13,27 @@ use crate::{
     store::{millis, unix_millis},
 };
 
+/// Which kind of token was described.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    AccessToken,
+    RefreshToken,
+}
+
+impl TokenUse {
+    /// The name introspection answers carry in `token_use`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            TokenUse::AccessToken => "access_token",
+            TokenUse::RefreshToken => "refresh_token",
+        }
+    }
+}
+
 /// What RFC 7662 tells a registered client about a live token.
 #[derive(Debug, Clone)]
 pub struct Introspection {
+    pub token_use: TokenUse,
     pub username: String,
     /// The scopes the token carries now (those granted that the user still has).
     pub scopes: Scopes,
@@ -46,48 +64,25 @@ impl Auth {
         self.observe(answered, Metrics::introspection);
     }
 
-    /// Checks a registered client's credentials, in constant time whether or not the
-    /// client exists.
-    pub async fn authenticate_client(
-        &self,
-        client_id: &str,
-        secret: &str,
-    ) -> Result<(), IntrospectionError> {
-        let stored = self.store.client_secret_digest(client_id).await?;
-        if clients::secret_matches(secret, stored.as_deref()) {
-            Ok(())
-        } else {
-            tracing::warn!(
-                target: "audit", event = "client.authentication_failed",
-                client_id = %loggable(client_id), "client authentication failed"
-            );
-            Err(IntrospectionError::InvalidClient)
-        }
-    }
-
-    /// What a live access or refresh token is (RFC 7662); `None` for anything else:
-    /// unknown, malformed, expired, revoked, spent, or its user disabled or deleted.
-    /// `refresh_first`: the client's hint that it is a refresh token.
+    /// What a live access token is (RFC 7662), or a live refresh token when the client
+    /// asked for one by name (`refresh_hint`): a resource server checking what it was
+    /// sent as a bearer token must never take a refresh token for an access token.
+    /// `None` for anything else: unknown, malformed, expired, revoked, spent, or its
+    /// user disabled or deleted.
     pub async fn introspect(
         &self,
         token: &str,
-        refresh_first: bool,
+        refresh_hint: bool,
     ) -> Result<Option<Introspection>, sqlx::Error> {
         if !token::is_well_formed(token) {
             return Ok(None);
         }
         let digest = TokenDigest::of(token);
         let now = unix_millis(SystemTime::now());
-        if refresh_first {
-            if let Some(found) = self.introspect_refresh_token(&digest, now).await? {
-                return Ok(Some(found));
-            }
-            return self.introspect_access_token(&digest, now).await;
-        }
-        if let Some(found) = self.introspect_access_token(&digest, now).await? {
+        if refresh_hint && let Some(found) = self.introspect_refresh_token(&digest, now).await? {
             return Ok(Some(found));
         }
-        self.introspect_refresh_token(&digest, now).await
+        self.introspect_access_token(&digest, now).await
     }
 
     async fn introspect_access_token(
@@ -102,6 +97,7 @@ impl Auth {
             return Ok(None);
         }
         Ok(Some(Introspection {
+            token_use: TokenUse::AccessToken,
             scopes: live.scopes.intersection(&live.user.allowed_scopes()),
             username: live.user.username,
             issued_at: live.issued_at / 1000,
@@ -135,6 +131,7 @@ impl Auth {
             return Ok(None);
         }
         Ok(Some(Introspection {
+            token_use: TokenUse::RefreshToken,
             scopes: record
                 .session_scopes
                 .intersection(&record.user.allowed_scopes()),

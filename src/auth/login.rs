@@ -10,12 +10,12 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{
     Amr, Auth, IssuedToken, LoginError, MAX_CLIENT_ID_LEN, MAX_PASSWORD_LEN, MAX_USERNAME_LEN,
-    loggable, password::Verdict, throttle::Refusal, token::NewToken,
+    loggable, password::Verdict, throttle::Subject, token::NewToken,
 };
 use crate::{
     metrics::Metrics,
     scope::Scopes,
-    store::{NewAccessToken, unix_millis},
+    store::{NewAccessToken, NewSession, unix_millis},
     users,
 };
 
@@ -24,11 +24,16 @@ pub struct LoginRequest {
     pub username: String,
     pub password: SecretString,
     pub scopes: Scopes,
-    /// The client that says it is logging in (not authenticated; remembered for
-    /// introspection).
-    pub client_id: Option<String>,
+    /// The client that says it is logging in, if any.
+    pub client: Option<ClientCredentials>,
     /// The one-time code (form field `totp`), for a user with a second factor.
     pub totp: Option<SecretString>,
+}
+
+/// A client id, with the secret that came with it (HTTP Basic or the form), if any.
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub secret: Option<String>,
 }
 
 impl Auth {
@@ -67,29 +72,25 @@ impl Auth {
     async fn try_login(
         &self,
         request: LoginRequest,
-        client: IpAddr,
+        address: IpAddr,
     ) -> Result<IssuedToken, LoginError> {
+        let client_id = self.login_client(request.client, address).await?;
         let username = request.username.as_str();
-        let refused = |refusal| match refusal {
-            Refusal::Throttled(wait) => LoginError::TooManyAttempts(wait),
-            Refusal::Database(err) => LoginError::Unavailable(err),
-        };
         if username.len() > MAX_USERNAME_LEN
             || request.password.expose_secret().len() > MAX_PASSWORD_LEN
         {
-            // Counted (and so limited) like any failure, but never hashed.
-            let _failure = self
+            // Never right, so never hashed; counted against the address only, so that
+            // such requests cannot lock the username.
+            let attempt = self
                 .throttle
-                .count(&self.store, username, client)
-                .await
-                .map_err(refused)?;
+                .count(&self.store, Subject::AddressOnly, address)
+                .await?;
+            self.throttle.failed(&self.store, attempt).await?;
             return Err(LoginError::InvalidGrant);
         }
+        let subject = Subject::User(username);
         // Refused attempts need not wait for a hashing slot.
-        self.throttle
-            .check(&self.store, username, client)
-            .await
-            .map_err(refused)?;
+        self.throttle.check(&self.store, subject, address).await?;
         let found = self.store.find_credentials(username).await?;
         let (password, second_factor) = self
             .second_factor_input(
@@ -99,13 +100,9 @@ impl Auth {
             )
             .await?;
         let slot = self.hasher.slot().await;
-        // Counted only once it can be hashed: parallel right-password logins are never
-        // refused, and parallel guesses are counted before any of them is checked.
-        let attempt = self
-            .throttle
-            .count(&self.store, username, client)
-            .await
-            .map_err(refused)?;
+        // Counted only once it can be hashed: parallel guesses are counted before any
+        // of them is checked, and parallel right-password logins wait for each other.
+        let attempt = self.throttle.count(&self.store, subject, address).await?;
         let stored = found.as_ref().map(|(_, hash)| hash.clone());
         let user = match (slot.verify(password, stored).await, found) {
             (Verdict::Match { rehashed }, Some((user, stored))) => {
@@ -121,17 +118,40 @@ impl Auth {
                 }
                 user
             }
-            _ => return Err(LoginError::InvalidGrant),
+            _ => {
+                self.throttle.failed(&self.store, attempt).await?;
+                return Err(LoginError::InvalidGrant);
+            }
         };
         let amr = self
             .check_second_factor(&user, second_factor, attempt)
             .await?;
 
         let scopes = request.scopes.intersection(&user.allowed_scopes());
-        let client_id = request.client_id.filter(|id| id.len() <= MAX_CLIENT_ID_LEN);
         Ok(self
             .start_session(&user, client_id.as_deref(), scopes, amr)
             .await?)
+    }
+
+    /// The client id to record with the session: only a registered client's, and only
+    /// when its secret came with the login. A registered id without its secret is
+    /// refused; any other id (a public client's) is accepted and forgotten.
+    async fn login_client(
+        &self,
+        client: Option<ClientCredentials>,
+        address: IpAddr,
+    ) -> Result<Option<String>, LoginError> {
+        let Some(client) = client.filter(|client| {
+            !client.client_id.is_empty() && client.client_id.len() <= MAX_CLIENT_ID_LEN
+        }) else {
+            return Ok(None);
+        };
+        if !self.is_registered_client(&client.client_id).await? {
+            return Ok(None);
+        }
+        self.authenticate_client(&client.client_id, client.secret.as_deref(), Some(address))
+            .await?;
+        Ok(Some(client.client_id))
     }
 
     async fn start_session(
@@ -146,25 +166,29 @@ impl Auth {
         let refresh = self.refresh.ttl.map(|_| NewToken::generate());
         // Without refresh tokens, a session is just the one access token's.
         let session_ttl = self.refresh.ttl.unwrap_or(self.access_ttl);
+        let access_ttl = self.access_ttl.min(session_ttl);
         self.store
             .start_session(
-                user.id,
-                client_id,
-                &scopes,
-                amr.stored(),
-                unix_millis(now),
-                unix_millis(now + session_ttl),
+                NewSession {
+                    user_id: user.id,
+                    client_id,
+                    scopes: &scopes,
+                    started_at: unix_millis(now),
+                    expires_at: unix_millis(now + session_ttl),
+                    max_per_user: self.max_sessions_per_user,
+                    amr: amr.stored(),
+                },
                 NewAccessToken {
                     digest: access.digest.as_bytes(),
                     scopes: &scopes,
-                    expires_at: unix_millis(now + self.access_ttl),
+                    expires_at: unix_millis(now + access_ttl),
                 },
                 refresh.as_ref().map(|token| token.digest.as_bytes()),
             )
             .await?;
         Ok(IssuedToken {
             access_token: access.token,
-            expires_in: self.access_ttl,
+            expires_in: access_ttl,
             scopes,
             refresh_token: refresh.map(|token| token.token),
         })

@@ -25,9 +25,12 @@ use std::{
 
 use self::{cache::TokenCache, password::Hasher, throttle::LoginThrottle};
 pub use self::{
-    errors::{AccessError, FieldError, FieldErrorKind, IntrospectionError, LoginError, Outcome},
-    introspection::Introspection,
-    login::LoginRequest,
+    errors::{
+        AccessError, ClientAuthError, FieldError, FieldErrorKind, IntrospectionError, LoginError,
+        Outcome,
+    },
+    introspection::{Introspection, TokenUse},
+    login::{ClientCredentials, LoginRequest},
     refresh::RefreshRequest,
     second_factor::{Amr, Enrolment, SecondFactorError},
 };
@@ -118,6 +121,7 @@ pub struct Auth {
     tokens: TokenCache,
     access_ttl: Duration,
     refresh: RefreshPolicy,
+    max_sessions_per_user: u32,
     failure_window: Duration,
     issuer: String,
 }
@@ -139,6 +143,7 @@ impl Auth {
             ),
             access_ttl: settings.access_token_ttl,
             refresh: RefreshPolicy::from_settings(settings),
+            max_sessions_per_user: settings.max_sessions_per_user,
             failure_window: settings.login_failure_window,
             issuer,
         }

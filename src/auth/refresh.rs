@@ -3,7 +3,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use super::{
@@ -79,6 +79,9 @@ impl Auth {
             };
             let access = NewToken::generate();
             let refresh = NewToken::generate();
+            // An access token never outlives its session.
+            let access_expires_at =
+                unix_millis(now + self.access_ttl).min(record.session_expires_at);
             let rotation = self
                 .store
                 .refresh_session(
@@ -88,7 +91,7 @@ impl Auth {
                     NewAccessToken {
                         digest: access.digest.as_bytes(),
                         scopes: &scopes,
-                        expires_at: unix_millis(now + self.access_ttl),
+                        expires_at: access_expires_at,
                     },
                     refresh.digest.as_bytes(),
                 )
@@ -102,7 +105,9 @@ impl Auth {
                     );
                     return Ok(IssuedToken {
                         access_token: access.token,
-                        expires_in: self.access_ttl,
+                        expires_in: Duration::from_millis(
+                            u64::try_from(access_expires_at - unix_millis(now)).unwrap_or(0),
+                        ),
                         scopes,
                         refresh_token: Some(refresh.token),
                     });

@@ -18,7 +18,7 @@ use totp_rs::{Builder, Secret, Totp};
 
 use super::{
     AccessError, Auth, LoginError, Outcome, loggable,
-    throttle::{Attempt, Refusal},
+    throttle::{Attempt, Refusal, Subject},
 };
 use crate::{
     metrics::Metrics,
@@ -269,9 +269,9 @@ impl Auth {
     }
 
     /// After a login's password was found right: checks the one-time code when the user
-    /// has an active factor, and settles the counted `attempt`: a success clears the
-    /// username's failures; a missing code is no failure (the attempt is given back); a
-    /// wrong or used code stays counted.
+    /// has an active factor, and gives the counted `attempt` its verdict: a success clears
+    /// the username's failures; a missing code is no failure (the attempt is let go); a
+    /// wrong or used code is a failure.
     pub(super) async fn check_second_factor(
         &self,
         user: &User,
@@ -283,7 +283,7 @@ impl Auth {
             return Ok(Amr::Password);
         };
         let Some(code) = check.code else {
-            self.throttle.give_back(&self.store, attempt).await;
+            self.throttle.let_go(&self.store, attempt).await;
             self.metrics.second_factor("required");
             return Err(LoginError::SecondFactorRequired);
         };
@@ -298,7 +298,7 @@ impl Auth {
             None => false,
         };
         if !used {
-            drop(attempt);
+            self.throttle.failed(&self.store, attempt).await?;
             self.metrics.second_factor("incorrect_code");
             return Err(LoginError::IncorrectOneTimeCode);
         }
@@ -378,7 +378,7 @@ impl Auth {
         let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let attempt = self
             .throttle
-            .count(&self.store, &user.username, client)
+            .count(&self.store, Subject::User(&user.username), client)
             .await
             .map_err(|refusal| match refusal {
                 Refusal::Throttled(wait) => SecondFactorError::TooManyAttempts(wait),
@@ -394,7 +394,7 @@ impl Auth {
             )
         });
         let (Some(factor), Some(step)) = (factor, step) else {
-            drop(attempt);
+            self.throttle.failed(&self.store, attempt).await?;
             return Err(SecondFactorError::IncorrectCode);
         };
         let step = step as i64;
@@ -411,11 +411,11 @@ impl Auth {
             }
         };
         if !done {
-            drop(attempt);
+            self.throttle.failed(&self.store, attempt).await?;
             return Err(SecondFactorError::IncorrectCode);
         }
         // A right code is no failure, but it does not clear the username's failed logins.
-        self.throttle.give_back(&self.store, attempt).await;
+        self.throttle.let_go(&self.store, attempt).await;
         let username = loggable(&user.username);
         match change {
             Change::Confirm => tracing::info!(

@@ -1,39 +1,62 @@
-//! Login throttling: failed logins counted per username and per client address in a fixed
-//! window, in the database, so that neither a restart, nor a flood of made-up names, nor
-//! a second replica lifts a limit.
+//! Login throttling: failed logins counted per username (or per client id, for client
+//! authentication) and per client address in a fixed window, in the database, so that
+//! neither a restart, nor a flood of made-up names, nor a second replica lifts a limit.
 //!
-//! An attempt is counted before its password is checked (check and count in one atomic
-//! statement) and given back if the password was right, so parallel guesses cannot all
-//! slip under the limit.
+//! An attempt is counted as in flight before its password is checked (check and count in
+//! one atomic statement), then recorded as a failure or let go. So parallel guesses cannot
+//! all slip under the limit, and parallel correct logins are never refused: an attempt
+//! that finds the limit filled by attempts still in flight waits for their verdicts.
 
 use std::{
     net::{IpAddr, Ipv6Addr},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
-use crate::store::{Store, millis, unix_millis};
+use crate::store::{Counted, Store, millis, unix_millis};
 
-/// Usernames longer than this cannot exist, so they are counted per address only.
-const MAX_TRACKED_USERNAME_LEN: usize = 128;
+/// Names longer than this cannot exist, so they are counted per address only.
+const MAX_TRACKED_NAME_LEN: usize = 128;
 
-/// Counts failed logins per username and per client address; a limit of 0 is off.
+/// How often an attempt that waits for others' verdicts looks again, and for how long.
+const BUSY_POLL: Duration = Duration::from_millis(20);
+const BUSY_WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// Counts failed logins per name and per client address; a limit of 0 is off.
 pub struct LoginThrottle {
-    per_username: u32,
+    per_name: u32,
     per_address: u32,
     window: Duration,
 }
 
-/// The keys one login attempt is counted under.
+/// Who an attempt claims to be.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    /// A user logging in with a password.
+    User(&'a str),
+    /// A registered client authenticating with its secret.
+    Client(&'a str),
+    /// Only the address counts: a password that can never be right (over the length
+    /// limit) says nothing about the username, and must not lock it.
+    AddressOnly,
+}
+
+/// The keys one attempt is counted under.
 struct Keys {
-    username: Option<String>,
+    name: Option<String>,
     address: String,
 }
 
 impl Keys {
-    fn new(username: &str, address: IpAddr) -> Self {
+    fn new(subject: Subject<'_>, address: IpAddr) -> Self {
+        let (prefix, name) = match subject {
+            Subject::User(name) => ("user", Some(name)),
+            Subject::Client(id) => ("client", Some(id)),
+            Subject::AddressOnly => ("", None),
+        };
         Self {
-            username: (username.len() <= MAX_TRACKED_USERNAME_LEN)
-                .then(|| format!("user:{username}")),
+            name: name
+                .filter(|name| name.len() <= MAX_TRACKED_NAME_LEN)
+                .map(|name| format!("{prefix}:{name}")),
             address: format!("addr:{}", address_key(address)),
         }
     }
@@ -67,19 +90,20 @@ impl From<sqlx::Error> for Refusal {
     }
 }
 
-/// An attempt counted against its keys: a failure unless [`Attempt::succeeded`] says
-/// otherwise.
-#[must_use = "a counted attempt stays a failure unless told it succeeded"]
+/// An attempt counted as in flight against its keys, until [`LoginThrottle::failed`] or
+/// [`LoginThrottle::succeeded`] gives its verdict.
+#[must_use = "an attempt in flight holds a place under the limit until its verdict"]
 pub struct Attempt {
-    keys: Keys,
-    counted_username: bool,
-    counted_address: bool,
+    /// The keys it is counted under.
+    counted: Vec<String>,
+    /// The one whose failures a success forgets (the name's, never the address's).
+    name: Option<String>,
 }
 
 impl LoginThrottle {
-    pub fn new(max_per_username: u32, max_per_address: u32, window: Duration) -> Self {
+    pub fn new(max_per_name: u32, max_per_address: u32, window: Duration) -> Self {
         Self {
-            per_username: max_per_username,
+            per_name: max_per_name,
             per_address: max_per_address,
             window,
         }
@@ -99,10 +123,10 @@ impl LoginThrottle {
     pub async fn check(
         &self,
         store: &Store,
-        username: &str,
+        subject: Subject<'_>,
         address: IpAddr,
     ) -> Result<(), Refusal> {
-        let keys = Keys::new(username, address);
+        let keys = Keys::new(subject, address);
         let now = unix_millis(SystemTime::now());
         let mut ends = None;
         for (key, max) in self.keyed(&keys) {
@@ -117,84 +141,89 @@ impl LoginThrottle {
         }
     }
 
-    /// Counts an attempt against the username and the address, or refuses it when either
-    /// limit is used up (then nothing stays counted).
+    /// Counts an attempt as in flight against the name and the address, or refuses it
+    /// when the failures recorded fill either limit (then nothing stays counted). While
+    /// attempts in flight fill a limit, waits for their verdicts.
     pub async fn count(
         &self,
         store: &Store,
-        username: &str,
+        subject: Subject<'_>,
         address: IpAddr,
     ) -> Result<Attempt, Refusal> {
-        let now = unix_millis(SystemTime::now());
-        let mut attempt = Attempt {
-            keys: Keys::new(username, address),
-            counted_username: false,
-            counted_address: false,
-        };
-        let window = self.window_millis();
-        if let Some(key) = attempt.keys.username.as_deref()
-            && self.per_username > 0
-        {
-            if let Some(ends_at) = store
-                .count_attempt(key, self.per_username, window, now)
-                .await?
-            {
-                return Err(Refusal::Throttled(self.retry_after(ends_at, now)));
-            }
-            attempt.counted_username = true;
-        }
-        if self.per_address > 0 {
-            let counted = store
-                .count_attempt(&attempt.keys.address, self.per_address, window, now)
-                .await;
-            let refusal = match counted {
-                Ok(None) => {
-                    attempt.counted_address = true;
-                    return Ok(attempt);
-                }
-                Ok(Some(ends_at)) => Refusal::Throttled(self.retry_after(ends_at, now)),
-                Err(err) => Refusal::Database(err),
+        let keys = Keys::new(subject, address);
+        let started = Instant::now();
+        loop {
+            let now = unix_millis(SystemTime::now());
+            let mut attempt = Attempt {
+                counted: Vec::with_capacity(2),
+                name: keys.name.clone(),
             };
-            self.give_back(store, attempt).await;
-            return Err(refusal);
+            let mut outcome = Counted::InFlight;
+            for (key, max) in self.keyed(&keys) {
+                let counted = store
+                    .count_attempt(key, max, self.window_millis(), now)
+                    .await;
+                match counted {
+                    Ok(Counted::InFlight) => attempt.counted.push(key.to_owned()),
+                    Ok(other) => {
+                        outcome = other;
+                        break;
+                    }
+                    Err(err) => {
+                        self.let_go(store, attempt).await;
+                        return Err(Refusal::Database(err));
+                    }
+                }
+            }
+            match outcome {
+                Counted::InFlight => return Ok(attempt),
+                Counted::LimitReached(ends_at) => {
+                    self.let_go(store, attempt).await;
+                    return Err(Refusal::Throttled(self.retry_after(ends_at, now)));
+                }
+                Counted::Busy => {
+                    self.let_go(store, attempt).await;
+                    if started.elapsed() >= BUSY_WAIT_LIMIT {
+                        return Err(Refusal::Throttled(Duration::from_secs(1)));
+                    }
+                    tokio::time::sleep(BUSY_POLL).await;
+                }
+            }
         }
-        Ok(attempt)
     }
 
-    /// A right password: the username's failures are forgotten, and the attempt no
-    /// longer counts against the address.
-    pub async fn succeeded(&self, store: &Store, attempt: Attempt) -> Result<(), sqlx::Error> {
-        if let Some(key) = attempt.keys.username.as_deref() {
-            store.forget_attempts(key).await?;
-        }
-        if attempt.counted_address {
-            store.uncount_attempt(&attempt.keys.address).await?;
+    /// A wrong password (or secret, or one-time code): recorded against every key.
+    pub async fn failed(&self, store: &Store, attempt: Attempt) -> Result<(), sqlx::Error> {
+        for key in &attempt.counted {
+            store.attempt_failed(key).await?;
         }
         Ok(())
     }
 
-    /// Takes back what `attempt` counted; a failure to do so only errs on the safe side.
-    pub async fn give_back(&self, store: &Store, attempt: Attempt) {
-        let keys = [
-            (attempt.counted_username, attempt.keys.username.as_deref()),
-            (attempt.counted_address, Some(attempt.keys.address.as_str())),
-        ];
-        for (counted, key) in keys {
-            if let (true, Some(key)) = (counted, key)
-                && let Err(err) = store.uncount_attempt(key).await
-            {
+    /// A right password: the name's failures are forgotten, and the attempt no longer
+    /// counts against the address.
+    pub async fn succeeded(&self, store: &Store, attempt: Attempt) -> Result<(), sqlx::Error> {
+        for key in &attempt.counted {
+            let forget = attempt.name.as_ref() == Some(key);
+            store.attempt_succeeded(key, forget).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the attempt out of flight without a verdict (the check could not finish); a
+    /// failure to do so only errs on the safe side until the attempt goes stale.
+    pub async fn let_go(&self, store: &Store, attempt: Attempt) {
+        for key in &attempt.counted {
+            if let Err(err) = store.attempt_succeeded(key, false).await {
                 tracing::warn!(error = %err, "could not take back a counted login attempt");
             }
         }
     }
 
     fn keyed<'k>(&self, keys: &'k Keys) -> impl Iterator<Item = (&'k str, u32)> {
-        let username = keys.username.as_deref().map(|key| (key, self.per_username));
+        let name = keys.name.as_deref().map(|key| (key, self.per_name));
         let address = Some((keys.address.as_str(), self.per_address));
-        username
-            .into_iter()
-            .chain(address)
-            .filter(|&(_, max)| max > 0)
+        name.into_iter().chain(address).filter(|&(_, max)| max > 0)
     }
 }
 
@@ -220,8 +249,11 @@ mod tests {
 
     #[test]
     fn giant_usernames_are_counted_by_address_only() {
-        let keys = Keys::new(&"x".repeat(129), IpAddr::from([127, 0, 0, 1]));
-        assert!(keys.username.is_none());
+        let keys = Keys::new(
+            Subject::User(&"x".repeat(129)),
+            IpAddr::from([127, 0, 0, 1]),
+        );
+        assert!(keys.name.is_none());
         assert_eq!(keys.address, "addr:127.0.0.1");
     }
 }

@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{Store, on_pool};
+use super::{Store, on_pool, storable};
 
 /// A registered client, for the CLI.
 #[derive(Debug, Clone, FromRow)]
@@ -40,6 +40,9 @@ impl Store {
         &self,
         client_id: &str,
     ) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        if !storable(client_id) {
+            return Ok(None);
+        }
         on_pool!(self, pool => {
             sqlx::query_scalar("select secret_hash from clients where client_id = $1")
                 .bind(client_id)

@@ -24,7 +24,8 @@ use std::{
 pub use self::{
     changes::Changes,
     clients::ClientSummary,
-    sessions::{NewAccessToken, RefreshRecord, Rotation, SessionSummary},
+    sessions::{NewAccessToken, NewSession, RefreshRecord, Rotation, SessionSummary},
+    throttle::Counted,
     tokens::LiveToken,
     totp::TotpFactor,
 };
@@ -143,6 +144,14 @@ impl Store {
         }
     }
 
+    /// Moves the change generation on when a write changed something a cached token
+    /// answer depends on; a write that changed nothing costs no cache.
+    fn bump_if(&self, changed_rows: u64) {
+        if changed_rows > 0 {
+            self.changes.bump();
+        }
+    }
+
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
     }
@@ -156,6 +165,12 @@ impl Store {
             Pool::Postgres(pool) => sqlx::query("select 1").execute(pool).await.map(drop),
         }
     }
+}
+
+/// Whether text can be stored and looked up on every backend: PostgreSQL refuses a NUL
+/// byte outright, so such a value is one that no row can hold.
+fn storable(text: &str) -> bool {
+    !text.contains('\0')
 }
 
 /// Milliseconds since the Unix epoch: how every time is stored.

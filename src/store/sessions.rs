@@ -84,35 +84,51 @@ fn new_session_id() -> i64 {
     i64::from_le_bytes(bytes) & i64::MAX
 }
 
+/// A session to start for a login.
+pub struct NewSession<'a> {
+    pub user_id: i64,
+    /// The registered client that logged in, if any.
+    pub client_id: Option<&'a str>,
+    pub scopes: &'a Scopes,
+    /// Unix ms.
+    pub started_at: i64,
+    pub expires_at: i64,
+    /// How many live sessions the user may have, this one included; the least recently
+    /// used of the others end.
+    pub max_per_user: u32,
+    /// How the login authenticated the user (RFC 8176 names, space-separated).
+    pub amr: &'a str,
+}
+
+/// How many refresh-token rows a session keeps, the live one included: the newest spent
+/// ones tell a retry from a theft; older ones are deleted.
+pub const REFRESH_TOKEN_ROWS_PER_SESSION: i64 = 64;
+
 impl Store {
     /// Starts a session for a login: the session, its first access token and (when
-    /// refresh tokens are on) its first refresh token, in one transaction.
-    #[allow(clippy::too_many_arguments)]
+    /// refresh tokens are on) its first refresh token, in one transaction, ending the
+    /// user's least recently used live sessions beyond `max_per_user`.
     pub async fn start_session(
         &self,
-        user_id: i64,
-        client_id: Option<&str>,
-        session_scopes: &Scopes,
-        amr: &str,
-        now: i64,
-        session_expires_at: i64,
+        session: NewSession<'_>,
         access: NewAccessToken<'_>,
         refresh: Option<&[u8; 32]>,
     ) -> Result<(), sqlx::Error> {
         let session_id = new_session_id();
-        on_pool!(self, pool => {
+        let now = session.started_at;
+        let ended = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "insert into sessions (id, user_id, scopes, client_id, started_at, refreshed_at, expires_at, amr)
                  values ($1, $2, $3, $4, $5, $5, $6, $7)",
             )
             .bind(session_id)
-            .bind(user_id)
-            .bind(session_scopes.to_string())
-            .bind(client_id)
+            .bind(session.user_id)
+            .bind(session.scopes.to_string())
+            .bind(session.client_id)
             .bind(now)
-            .bind(session_expires_at)
-            .bind(amr)
+            .bind(session.expires_at)
+            .bind(session.amr)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -120,7 +136,7 @@ impl Store {
                  values ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&access.digest[..])
-            .bind(user_id)
+            .bind(session.user_id)
             .bind(session_id)
             .bind(access.scopes.to_string())
             .bind(now)
@@ -138,8 +154,39 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            tx.commit().await
-        })
+            let ended = sqlx::query(
+                "update sessions set revoked_at = $1
+                 where user_id = $2 and revoked_at is null and expires_at > $1
+                   and id not in (select id from sessions
+                                  where user_id = $2 and revoked_at is null and expires_at > $1
+                                  order by refreshed_at desc, started_at desc, id desc
+                                  limit $3)",
+            )
+            .bind(now)
+            .bind(session.user_id)
+            .bind(i64::from(session.max_per_user.max(1)))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if ended > 0 {
+                sqlx::query(
+                    "update access_tokens set revoked_at = $1
+                     where user_id = $2 and revoked_at is null
+                       and session_id in (select id from sessions
+                                          where user_id = $2 and revoked_at = $1)",
+                )
+                .bind(now)
+                .bind(session.user_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            ended
+        });
+        if ended > 0 {
+            self.changes.bump();
+        }
+        Ok(())
     }
 
     /// The refresh token with this digest, its session and user, whatever their state.
@@ -176,8 +223,11 @@ impl Store {
     }
 
     /// Issues a new access token and refresh token in a live session, spending `spend`
-    /// first when given. All or nothing: when `spend` was already spent, or the session
-    /// was revoked, nothing is written.
+    /// first when given, and retiring every other refresh token of the session: a session
+    /// has one live refresh token at most. All or nothing: when `spend` was already spent,
+    /// or the session was revoked, nothing is written. The session's row is written first,
+    /// so concurrent refreshes of one session take turns (on PostgreSQL by its row lock,
+    /// on SQLite by the write lock) and each sees the tokens the others issued.
     pub async fn refresh_session(
         &self,
         session_id: i64,
@@ -188,6 +238,16 @@ impl Store {
     ) -> Result<Rotation, sqlx::Error> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            let live = sqlx::query(
+                "update sessions set refreshed_at = $1 where id = $2 and revoked_at is null",
+            )
+            .bind(now)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+            if live.rows_affected() == 0 {
+                return Ok(Rotation::SessionEnded);
+            }
             if let Some(spend) = spend {
                 let spent = sqlx::query(
                     "update refresh_tokens set spent_at = $1
@@ -202,16 +262,13 @@ impl Store {
                     return Ok(Rotation::AlreadySpent);
                 }
             }
-            let live = sqlx::query(
-                "update sessions set refreshed_at = $1 where id = $2 and revoked_at is null",
+            sqlx::query(
+                "update refresh_tokens set spent_at = $1 where session_id = $2 and spent_at is null",
             )
             .bind(now)
             .bind(session_id)
             .execute(&mut *tx)
             .await?;
-            if live.rows_affected() == 0 {
-                return Ok(Rotation::SessionEnded);
-            }
             sqlx::query(
                 "insert into access_tokens (token_hash, user_id, session_id, scopes, issued_at, expires_at)
                  select $1, user_id, id, $2, $3, $4 from sessions where id = $5",
@@ -231,6 +288,18 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            sqlx::query(
+                "delete from refresh_tokens
+                 where session_id = $1
+                   and token_hash not in (select token_hash from refresh_tokens
+                                          where session_id = $1
+                                          order by issued_at desc, spent_at is null desc
+                                          limit $2)",
+            )
+            .bind(session_id)
+            .bind(REFRESH_TOKEN_ROWS_PER_SESSION)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(Rotation::Issued)
         })
@@ -238,14 +307,16 @@ impl Store {
 
     /// Ends a session: it can no longer refresh, and every access token of it dies.
     pub async fn revoke_session(&self, session_id: i64, now: i64) -> Result<(), sqlx::Error> {
-        on_pool!(self, pool => {
+        let revoked = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("update sessions set revoked_at = $1 where id = $2 and revoked_at is null")
-                .bind(now)
-                .bind(session_id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
+            let sessions = sqlx::query(
+                "update sessions set revoked_at = $1 where id = $2 and revoked_at is null",
+            )
+            .bind(now)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+            let tokens = sqlx::query(
                 "update access_tokens set revoked_at = $1
                  where session_id = $2 and revoked_at is null",
             )
@@ -253,9 +324,10 @@ impl Store {
             .bind(session_id)
             .execute(&mut *tx)
             .await?;
-            tx.commit().await
-        })?;
-        self.changes.bump();
+            tx.commit().await?;
+            sessions.rows_affected() + tokens.rows_affected()
+        });
+        self.bump_if(revoked);
         Ok(())
     }
 
@@ -316,15 +388,15 @@ impl Store {
                 .bind(user.id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(REVOKE_USER_ACCESS_TOKENS)
+            let tokens = sqlx::query(REVOKE_USER_ACCESS_TOKENS)
                 .bind(now)
                 .bind(user.id)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            sessions.rows_affected()
+            (sessions.rows_affected(), tokens.rows_affected())
         });
-        self.changes.bump();
-        Ok(Some(ended))
+        self.bump_if(ended.0 + ended.1);
+        Ok(Some(ended.0))
     }
 }

@@ -81,43 +81,127 @@ impl Store {
             .await?
             .rows_affected()
         });
-        self.changes.bump();
+        self.bump_if(done);
         Ok(done > 0)
     }
 
     /// Housekeeping: deletes the rows that can never be used again (expired or revoked
     /// access tokens, dead sessions with their refresh tokens, ended throttle windows).
-    /// Returns how many rows went. Safe to run on any number of replicas at once.
+    /// Returns how many rows went. In small batches with a pause between them, so that a
+    /// backlog of millions (after downtime) never holds the database from logins for
+    /// long. Safe to run on any number of replicas at once.
     pub async fn delete_dead(
         &self,
         now: i64,
         refresh_idle_ttl: i64,
         failure_window: i64,
     ) -> Result<u64, sqlx::Error> {
-        on_pool!(self, pool => {
-            let tokens = sqlx::query(
-                "delete from access_tokens where expires_at <= $1 or revoked_at is not null",
-            )
-            .bind(now)
-            .execute(pool)
-            .await?;
-            // A session stays while one of its access tokens may still be used.
-            let sessions = sqlx::query(
-                "delete from sessions
-                 where (revoked_at is not null or expires_at <= $1 or refreshed_at <= $1 - $2)
-                   and not exists (select 1 from access_tokens t
-                                   where t.session_id = sessions.id
-                                     and t.revoked_at is null and t.expires_at > $1)",
-            )
-            .bind(now)
-            .bind(refresh_idle_ttl)
-            .execute(pool)
-            .await?;
-            let failures = sqlx::query("delete from login_failures where window_started <= $1")
-                .bind(now.saturating_sub(failure_window))
+        let mut deleted = 0;
+        for sweep in [
+            Sweep::ExpiredAccessTokens,
+            Sweep::RevokedAccessTokens,
+            Sweep::DeadSessions,
+            Sweep::EndedFailureWindows,
+        ] {
+            loop {
+                let batch = sweep.batch();
+                let gone = self
+                    .delete_batch(sweep, now, refresh_idle_ttl, failure_window)
+                    .await?;
+                deleted += gone;
+                if gone < batch as u64 {
+                    break;
+                }
+                tokio::time::sleep(SWEEP_PAUSE).await;
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_batch(
+        &self,
+        sweep: Sweep,
+        now: i64,
+        refresh_idle_ttl: i64,
+        failure_window: i64,
+    ) -> Result<u64, sqlx::Error> {
+        let batch = sweep.batch();
+        let done = on_pool!(self, pool => match sweep {
+            Sweep::ExpiredAccessTokens => {
+                sqlx::query(
+                    "delete from access_tokens where token_hash in
+                         (select token_hash from access_tokens where expires_at <= $1 limit $2)",
+                )
+                .bind(now)
+                .bind(batch)
                 .execute(pool)
-                .await?;
-            Ok(tokens.rows_affected() + sessions.rows_affected() + failures.rows_affected())
-        })
+                .await?
+                .rows_affected()
+            }
+            Sweep::RevokedAccessTokens => {
+                sqlx::query(
+                    "delete from access_tokens where token_hash in
+                         (select token_hash from access_tokens where revoked_at is not null limit $1)",
+                )
+                .bind(batch)
+                .execute(pool)
+                .await?
+                .rows_affected()
+            }
+            // A session stays while one of its access tokens may still be used; its
+            // refresh tokens go with it (by foreign key).
+            Sweep::DeadSessions => {
+                sqlx::query(
+                    "delete from sessions where id in
+                         (select id from sessions
+                          where (revoked_at is not null or expires_at <= $1 or refreshed_at <= $1 - $2)
+                            and not exists (select 1 from access_tokens t
+                                            where t.session_id = sessions.id
+                                              and t.revoked_at is null and t.expires_at > $1)
+                          limit $3)",
+                )
+                .bind(now)
+                .bind(refresh_idle_ttl)
+                .bind(batch)
+                .execute(pool)
+                .await?
+                .rows_affected()
+            }
+            Sweep::EndedFailureWindows => {
+                sqlx::query(
+                    "delete from login_failures where key in
+                         (select key from login_failures where window_started <= $1 limit $2)",
+                )
+                .bind(now.saturating_sub(failure_window))
+                .bind(batch)
+                .execute(pool)
+                .await?
+                .rows_affected()
+            }
+        });
+        Ok(done)
     }
 }
+
+/// What one kind of housekeeping batch deletes.
+#[derive(Debug, Clone, Copy)]
+enum Sweep {
+    ExpiredAccessTokens,
+    RevokedAccessTokens,
+    DeadSessions,
+    EndedFailureWindows,
+}
+
+impl Sweep {
+    /// Rows per batch: each batch is one short transaction. A session takes up to 64
+    /// refresh-token rows with it, so fewer of those.
+    fn batch(self) -> i64 {
+        match self {
+            Sweep::DeadSessions => 100,
+            _ => 2_000,
+        }
+    }
+}
+
+/// The pause between two batches, in which logins and revocations get the database.
+const SWEEP_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);

@@ -5,6 +5,7 @@ use sqlx::FromRow;
 use super::{
     Store, on_pool,
     sessions::{REVOKE_USER_ACCESS_TOKENS, REVOKE_USER_SESSIONS},
+    storable,
 };
 use crate::{
     scope::Scopes,
@@ -24,6 +25,9 @@ impl Store {
         &self,
         username: &str,
     ) -> Result<Option<(User, String)>, sqlx::Error> {
+        if !storable(username) {
+            return Ok(None);
+        }
         let row: Option<Credentials> = on_pool!(self, pool => {
             sqlx::query_as(
                 "select id, username, email, full_name, disabled, scopes, hashed_password
@@ -38,6 +42,9 @@ impl Store {
 
     /// The user named exactly `username`.
     pub async fn find_user(&self, username: &str) -> Result<Option<User>, sqlx::Error> {
+        if !storable(username) {
+            return Ok(None);
+        }
         on_pool!(self, pool => {
             sqlx::query_as(
                 "select id, username, email, full_name, disabled, scopes
@@ -133,7 +140,7 @@ impl Store {
             tx.commit().await?;
             done.rows_affected()
         });
-        self.changes.bump();
+        self.bump_if(done);
         Ok(done == 1)
     }
 
@@ -147,7 +154,7 @@ impl Store {
                 .await?
                 .rows_affected()
         });
-        self.changes.bump();
+        self.bump_if(done);
         Ok(done == 1)
     }
 
@@ -161,7 +168,7 @@ impl Store {
                 .await?
                 .rows_affected()
         });
-        self.changes.bump();
+        self.bump_if(done);
         Ok(done == 1)
     }
 
@@ -175,7 +182,7 @@ impl Store {
                 .await?
                 .rows_affected()
         });
-        self.changes.bump();
+        self.bump_if(done);
         Ok(done == 1)
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, spawn_app, spawn_app_with, status_and_json};
 
 /// Registers `client_id` with the CLI and returns its secret.
-fn add_client(app: &TestApp, client_id: &str) -> String {
+pub(crate) fn add_client(app: &TestApp, client_id: &str) -> String {
     let added = app.cli(&["clients", "add", client_id]).assert().success();
     let secret = String::from_utf8(added.get_output().stdout.clone()).unwrap();
     let secret = secret.trim().to_owned();
@@ -17,7 +17,12 @@ fn add_client(app: &TestApp, client_id: &str) -> String {
 }
 
 /// Introspects `token` as `client_id` with HTTP Basic.
-async fn introspect(app: &TestApp, client_id: &str, secret: &str, token: &str) -> (u16, Value) {
+pub(crate) async fn introspect(
+    app: &TestApp,
+    client_id: &str,
+    secret: &str,
+    token: &str,
+) -> (u16, Value) {
     let response = app
         .post("/token/introspect")
         .basic_auth(client_id, Some(secret))
@@ -50,12 +55,14 @@ both_backends! {
     async fn a_live_access_token_is_described_to_a_client_with_basic_credentials() {
         let app = spawn_app().await;
         let secret = add_client(&app, "billing");
+        let mobile_secret = add_client(&app, "mobile-app");
         let response = app
             .post_token(&[
                 ("username", "johndoe"),
                 ("password", "secret"),
                 ("scope", "me items"),
                 ("client_id", "mobile-app"),
+                ("client_secret", &mobile_secret),
             ])
             .await;
         let login: Value = response.json().await.unwrap();
@@ -75,8 +82,21 @@ both_backends! {
         let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
         assert_eq!(
             keys,
-            ["active", "scope", "username", "token_type", "exp", "iat", "sub", "iss", "amr", "client_id"]
+            [
+                "active",
+                "scope",
+                "username",
+                "token_type",
+                "token_use",
+                "exp",
+                "iat",
+                "sub",
+                "iss",
+                "amr",
+                "client_id"
+            ]
         );
+        assert_eq!(body["token_use"], "access_token");
         assert_eq!(body["amr"], serde_json::json!(["pwd"]));
         assert_eq!(body["active"], true);
         assert_eq!(body["scope"], "me items");
@@ -115,29 +135,40 @@ both_backends! {
     }
 
     #[tokio::test]
-    async fn a_live_refresh_token_is_described_until_it_is_spent() {
+    async fn a_live_refresh_token_is_described_only_when_asked_for_by_name() {
         let app = spawn_app().await;
         let secret = add_client(&app, "billing");
-        let (_, refresh) = app.tokens_for("johndoe", "secret", "me").await;
+        let (access, refresh) = app.tokens_for("johndoe", "secret", "me").await;
+        let with_hint = |token: String, hint: &'static str| {
+            let request = app
+                .post("/token/introspect")
+                .basic_auth("billing", Some(&secret))
+                .form(&[("token", token.as_str()), ("token_type_hint", hint)])
+                .send();
+            async move { status_and_json(request.await.unwrap()).await }
+        };
 
-        let (status, body) = introspect(&app, "billing", &secret, &refresh).await;
+        let (status, body) = with_hint(refresh.clone(), "refresh_token").await;
         assert_eq!(status, 200);
         assert_eq!(body["active"], true);
         assert_eq!(body["scope"], "me");
-        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["token_use"], "refresh_token");
+        assert!(body.get("token_type").is_none(), "{body}");
         assert_eq!(body["username"], "johndoe");
-        // The hint is only a hint.
-        let response = app
-            .post("/token/introspect")
-            .basic_auth("billing", Some(&secret))
-            .form(&[("token", refresh.as_str()), ("token_type_hint", "access_token")])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(status_and_json(response).await.1["active"], true);
+        // Without the hint, or with another one, a refresh token is nothing a resource
+        // server may accept.
+        let (_, body) = introspect(&app, "billing", &secret, &refresh).await;
+        assert_eq!(body, serde_json::json!({"active": false}));
+        let (_, body) = with_hint(refresh.clone(), "access_token").await;
+        assert_eq!(body, serde_json::json!({"active": false}));
+        // The hint is only a hint: an access token is described whatever it says.
+        let (_, body) = with_hint(access.clone(), "refresh_token").await;
+        assert_eq!(body["token_use"], "access_token");
+        assert_eq!(body["token_type"], "Bearer");
 
         assert_eq!(app.refresh(&refresh, None).await.status(), 200);
-        assert_inactive(&app, &secret, &refresh, "a spent refresh token").await;
+        let (_, body) = with_hint(refresh.clone(), "refresh_token").await;
+        assert_eq!(body, serde_json::json!({"active": false}), "a spent refresh token");
     }
 
     #[tokio::test]

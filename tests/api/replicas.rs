@@ -174,6 +174,23 @@ async fn failures_spread_over_replicas_reach_one_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_correct_logins_on_three_replicas_are_never_throttled() {
+    on_postgres(async {
+        let database = TestDatabase::new().await;
+        let replicas = start_replicas(&database, 3, &[("LOGIN_MAX_FAILURES", "4")]);
+        let client = Client::new();
+
+        for round in 0..3 {
+            let logins = (0..12).map(|i| login(&client, &replicas[i % 3], "secret"));
+            for (status, body) in join_all(logins).await {
+                assert_eq!(status, 200, "round {round}: {body}");
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_killed_mid_load_loses_nothing_the_others_cannot_serve() {
     on_postgres(async {
         let database = TestDatabase::new().await;

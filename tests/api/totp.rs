@@ -842,3 +842,177 @@ async fn the_totp_operations_are_documented_with_every_status() {
         "the token form documents totp"
     );
 }
+
+/// The value of one series of the app's metrics (`0` when it is not there yet).
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let address = app.metrics_address.as_ref().expect("METRICS_ADDR is set");
+    let text = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn the_metrics_count_second_factor_outcomes() {
+    let app = spawn_app_with(|settings| settings.metrics_addr = Some("127.0.0.1:0".into())).await;
+    let secret = secret_of(&enable_on_cli(&app, "johndoe"));
+    let step = step_for_a_sequence().await;
+    let logins = |outcome: &str| format!("simple_oauth2_logins_total{{outcome=\"{outcome}\"}}");
+    let second =
+        |outcome: &str| format!("simple_oauth2_second_factor_total{{outcome=\"{outcome}\"}}");
+
+    app.login("johndoe", "secret").await;
+    login_with_code(&app, "secret", &wrong_code(&secret, step)).await;
+    let body = assert_logged_in(
+        login_with_code(&app, "secret", &code(&secret, step)).await,
+        "right",
+    )
+    .await;
+    let token = body["access_token"].as_str().unwrap();
+    call(
+        &app,
+        "DELETE",
+        "/users/me/totp",
+        token,
+        Some(&code(&secret, step + 1)),
+    )
+    .await;
+    call(&app, "POST", "/users/me/totp", token, None).await;
+
+    for (series, expected) in [
+        (logins("second_factor_required"), 1.0),
+        (logins("second_factor_failed"), 1.0),
+        (logins("issued"), 1.0),
+        (second("required"), 1.0),
+        (second("incorrect_code"), 1.0),
+        (second("passed"), 1.0),
+        (second("removed"), 1.0),
+        (second("pending"), 1.0),
+    ] {
+        assert_eq!(metric(&app, &series).await, expected, "{series}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_name_the_user_and_no_log_holds_a_secret_or_a_code() {
+    let database = TestDatabase::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let mut command = ServerProcess::command(
+        ServerProcess::BINARY,
+        &database.url,
+        &[("LOG_FORMAT", "json")],
+    );
+    command
+        .env("RUST_LOG", "trace")
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let server = ServerProcess::spawn(command);
+    let base = server.address.clone();
+    let client = Client::new();
+    let post = |path: &str, form: Vec<(&'static str, String)>| {
+        client.post(format!("{base}{path}")).form(&form).send()
+    };
+    let login = |totp: Option<String>| {
+        let mut form = vec![
+            ("username", "johndoe".to_owned()),
+            ("password", "secret".to_owned()),
+        ];
+        form.extend(totp.map(|totp| ("totp", totp)));
+        post("/token", form)
+    };
+
+    let body: Value = login(None).await.unwrap().json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let enrolment: Value = client
+        .post(format!("{base}/users/me/totp"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = enrolment["secret"].as_str().unwrap().to_owned();
+    let step = step_for_a_sequence().await;
+    let codes = [
+        code(&secret, step - 1),
+        code(&secret, step),
+        code(&secret, step + 1),
+    ];
+    let confirmed = client
+        .post(format!("{base}/users/me/totp/confirm"))
+        .bearer_auth(&token)
+        .form(&[("code", &codes[0])])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), 200);
+    let wrong = wrong_code(&secret, step);
+    assert_eq!(login(Some(wrong.clone())).await.unwrap().status(), 400);
+    assert_eq!(login(Some(codes[1].clone())).await.unwrap().status(), 200);
+    let removed = client
+        .delete(format!("{base}/users/me/totp"))
+        .bearer_auth(&token)
+        .form(&[("code", &codes[2])])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+    let cli = |args: &[&str]| {
+        assert_cmd::Command::new(ServerProcess::BINARY)
+            .env("DATABASE_URL", &database.url)
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "trace")
+            .args(args)
+            .assert()
+            .success()
+    };
+    let enabled = cli(&["users", "totp", "enable", "johndoe"]);
+    let printed = String::from_utf8(enabled.get_output().stdout.clone()).unwrap();
+    let cli_secret = secret_of(printed.trim());
+    let disabled = cli(&["users", "totp", "disable", "johndoe"]);
+    drop(server);
+
+    let mut log = std::fs::read_to_string(&log_path).unwrap();
+    log += &String::from_utf8_lossy(&enabled.get_output().stderr);
+    log += &String::from_utf8_lossy(&disabled.get_output().stderr);
+    let events: Vec<Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["target"] == "audit")
+        .map(|line| line["fields"].clone())
+        .collect();
+    let named = |event: &str, source: Option<&str>| {
+        events.iter().any(|fields| {
+            fields["event"] == event
+                && fields["username"] == "johndoe"
+                && source.is_none_or(|source| fields["source"] == source)
+        })
+    };
+    assert!(named("totp.enrolled", Some("api")), "{log}");
+    assert!(named("login.second_factor_failed", None), "{log}");
+    assert!(named("totp.removed", Some("api")), "{log}");
+    assert!(named("totp.enrolled", Some("cli")), "{log}");
+    assert!(named("totp.removed", Some("cli")), "{log}");
+    for secret in [&secret, &cli_secret] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a TOTP secret reached a log"
+        );
+    }
+    for code in codes.iter().chain([&wrong]) {
+        assert!(
+            !log.contains(&format!("\"{code}\"")),
+            "a code reached a log"
+        );
+        assert!(!log.contains(&format!("={code}")), "a code reached a log");
+    }
+}

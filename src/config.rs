@@ -79,6 +79,10 @@ pub struct Settings {
     #[arg(long, env = "REFRESH_TOKEN_REUSE_GRACE", default_value = DEFAULT_REFRESH_TOKEN_REUSE_GRACE, value_parser = parse_duration)]
     pub refresh_token_reuse_grace: Duration,
 
+    /// Trusted-device cookies that spare known clients from the per-username lockout.
+    #[arg(long, env = "LOGIN_DEVICE_COOKIES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub login_device_cookies: bool,
+
     /// Live sessions per user; a login beyond it ends the least recently used one.
     #[arg(long, env = "MAX_SESSIONS_PER_USER", default_value_t = DEFAULT_MAX_SESSIONS_PER_USER, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sessions_per_user: u32,
@@ -104,6 +108,7 @@ impl Settings {
             refresh_token_idle_ttl: default_duration(DEFAULT_REFRESH_TOKEN_IDLE_TTL),
             refresh_token_reuse_grace: default_duration(DEFAULT_REFRESH_TOKEN_REUSE_GRACE),
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
+            login_device_cookies: true,
         }
     }
 }

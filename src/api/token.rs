@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use poem::{Request, web::RemoteAddr};
+use cookie::{Cookie, SameSite};
+use poem::{Request, http::header, web::RemoteAddr};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     payload::Json,
@@ -15,6 +16,7 @@ use super::{ApiTags, form::UrlEncoded, introspect::BasicCredentials};
 use crate::{
     auth::{
         Auth, ClientCredentials, GrantType, IssuedToken, LoginError, LoginRequest, RefreshRequest,
+        devices::DEVICE_COOKIE_LIFETIME,
     },
     error::TokenErrorResponse,
     scope::Scopes,
@@ -126,12 +128,15 @@ impl From<IssuedToken> for TokenBody {
 
 #[derive(ApiResponse)]
 enum TokenResponse {
-    /// Logged in, or refreshed. Never cache the tokens.
+    /// Logged in, or refreshed. Never cache the tokens. A password login also sets the
+    /// trusted-device cookie (`device`, for `/token` only), which spares this client the
+    /// per-username lockout that others can set off.
     #[oai(status = 200)]
     Ok(
         Json<TokenBody>,
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Pragma")] String,
+        #[oai(header = "Set-Cookie")] Option<String>,
     ),
 }
 
@@ -156,7 +161,7 @@ enum Grant {
 /// parameters matter. `enabled`: the grant types switched on.
 fn grant(
     form: &UrlEncoded<TokenForm>,
-    basic: BasicCredentials,
+    request: &Request,
     enabled: &[GrantType],
 ) -> Result<Grant, LoginError> {
     let grant_type = form
@@ -173,7 +178,12 @@ fn grant(
         return Err(LoginError::UnsupportedGrantType(enabled.to_vec()));
     }
     match grant_type {
-        GrantType::Password => password_request(form, basic).map(Grant::Password),
+        GrantType::Password => password_request(
+            form,
+            BasicCredentials::from_request(request),
+            device_cookie(request),
+        )
+        .map(Grant::Password),
         GrantType::RefreshToken => refresh_request(form).map(Grant::Refresh),
     }
 }
@@ -181,6 +191,7 @@ fn grant(
 fn password_request(
     form: &UrlEncoded<TokenForm>,
     basic: BasicCredentials,
+    device: Option<String>,
 ) -> Result<LoginRequest, LoginError> {
     let [username, password, scope, client_id, client_secret, totp] = form
         .get_all([
@@ -198,8 +209,40 @@ fn password_request(
         password: SecretString::from(password.unwrap_or_default()),
         scopes: Scopes::parse(scope.unwrap_or_default()).map_err(LoginError::InvalidScope)?,
         client: client_credentials(basic, client_id, client_secret),
+        device,
         totp: totp.map(SecretString::from),
     })
+}
+
+/// The name of the trusted-device cookie.
+const DEVICE_COOKIE: &str = "device";
+
+/// The trusted-device cookie a request carries, if any (the first, if several).
+fn device_cookie(request: &Request) -> Option<String> {
+    request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|cookie| cookie.name() == DEVICE_COOKIE)
+        .map(|cookie| cookie.value().to_owned())
+}
+
+/// The `Set-Cookie` value that keeps a trusted device's cookie for a year, sent back to
+/// the token endpoint only, never readable by scripts nor sent from other sites; `Secure`
+/// when the service is reached over https.
+fn set_device_cookie(value: String, secure: bool) -> String {
+    let lifetime = i64::try_from(DEVICE_COOKIE_LIFETIME.as_secs()).unwrap_or(i64::MAX);
+    Cookie::build((DEVICE_COOKIE, value))
+        .path("/token")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .max_age(cookie::time::Duration::seconds(lifetime))
+        .secure(secure)
+        .build()
+        .to_string()
 }
 
 /// The client a login names: by HTTP Basic when that names one (Swagger UI always sends
@@ -262,8 +305,7 @@ impl TokenApi {
         request: &Request,
     ) -> Result<TokenResponse, TokenErrorResponse> {
         let client = remote.as_socket_addr().map(|addr| addr.ip());
-        let basic = BasicCredentials::from_request(request);
-        let issued = match grant(&form, basic, &self.auth.grant_types()) {
+        let mut issued = match grant(&form, request, &self.auth.grant_types()) {
             Ok(Grant::Password(request)) => self.auth.login(request, client).await?,
             Ok(Grant::Refresh(request)) => self.auth.refresh(request, client).await?,
             Err(err) => {
@@ -271,10 +313,16 @@ impl TokenApi {
                 return Err(err.into());
             }
         };
+        let secure = self.auth.issuer().starts_with("https://");
+        let cookie = issued
+            .device_cookie
+            .take()
+            .map(|value| set_device_cookie(value, secure));
         Ok(TokenResponse::Ok(
             Json(issued.into()),
             "no-store".into(),
             "no-cache".into(),
+            cookie,
         ))
     }
 

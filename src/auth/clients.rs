@@ -64,12 +64,13 @@ impl Auth {
         let subject = Subject::Client(client_id);
         self.throttle.check(&self.store, subject, address).await?;
         let stored = self.store.client_secret_digest(client_id).await?;
-        let attempt = self.throttle.count(&self.store, subject, address).await?;
         // No secret never matches, at the same cost as a wrong one.
         if secret_matches(secret.unwrap_or_default(), stored.as_deref()) && secret.is_some() {
-            self.throttle.succeeded(&self.store, attempt).await?;
             return Ok(());
         }
+        // Only failures are counted: a secret is 256 random bits, so there is no guessing
+        // to race, and a right one costs no write.
+        let attempt = self.throttle.count(&self.store, subject, address).await?;
         self.throttle.failed(&self.store, attempt).await?;
         tracing::info!(
             target: "audit", event = "client.authentication_failed",

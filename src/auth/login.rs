@@ -26,6 +26,8 @@ pub struct LoginRequest {
     pub scopes: Scopes,
     /// The client that says it is logging in, if any.
     pub client: Option<ClientCredentials>,
+    /// The trusted-device cookie the client sent, if any.
+    pub device: Option<String>,
     /// The one-time code (form field `totp`), for a user with a second factor.
     pub totp: Option<SecretString>,
 }
@@ -88,7 +90,10 @@ impl Auth {
             self.throttle.failed(&self.store, attempt).await?;
             return Err(LoginError::InvalidGrant);
         }
-        let subject = Subject::User(username);
+        let device = self
+            .presented_device(request.device.as_deref(), username)
+            .await?;
+        let subject = device.subject(username);
         // Refused attempts need not wait for a hashing slot.
         self.throttle.check(&self.store, subject, address).await?;
         let found = self.store.find_credentials(username).await?;
@@ -128,9 +133,11 @@ impl Auth {
             .await?;
 
         let scopes = request.scopes.intersection(&user.allowed_scopes());
-        Ok(self
+        let mut issued = self
             .start_session(&user, client_id.as_deref(), scopes, amr)
-            .await?)
+            .await?;
+        issued.device_cookie = self.remember_device(device, user.id).await?;
+        Ok(issued)
     }
 
     /// The client id to record with the session: only a registered client's, and only
@@ -191,6 +198,7 @@ impl Auth {
             expires_in: access_ttl,
             scopes,
             refresh_token: refresh.map(|token| token.token),
+            device_cookie: None,
         })
     }
 }

@@ -8,6 +8,7 @@
 mod bearer;
 pub mod cache;
 pub mod clients;
+pub mod devices;
 mod errors;
 mod introspection;
 mod login;
@@ -87,6 +88,8 @@ pub struct IssuedToken {
     pub scopes: Scopes,
     /// `None` when refresh tokens are switched off.
     pub refresh_token: Option<String>,
+    /// The trusted-device cookie to set (password logins only, when the feature is on).
+    pub device_cookie: Option<String>,
 }
 
 /// How long sessions and their refresh tokens live (RFC 9700, section 4.14.2).
@@ -122,6 +125,7 @@ pub struct Auth {
     access_ttl: Duration,
     refresh: RefreshPolicy,
     max_sessions_per_user: u32,
+    device_cookies: bool,
     failure_window: Duration,
     issuer: String,
 }
@@ -144,6 +148,7 @@ impl Auth {
             access_ttl: settings.access_token_ttl,
             refresh: RefreshPolicy::from_settings(settings),
             max_sessions_per_user: settings.max_sessions_per_user,
+            device_cookies: settings.login_device_cookies,
             failure_window: settings.login_failure_window,
             issuer,
         }

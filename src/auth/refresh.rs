@@ -110,6 +110,7 @@ impl Auth {
                         ),
                         scopes,
                         refresh_token: Some(refresh.token),
+                        device_cookie: None,
                     });
                 }
                 Rotation::SessionEnded => return Err(LoginError::InvalidRefreshToken),

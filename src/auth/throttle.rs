@@ -35,6 +35,9 @@ pub enum Subject<'a> {
     User(&'a str),
     /// A registered client authenticating with its secret.
     Client(&'a str),
+    /// A user logging in from a device trusted for them: counted on its own, never
+    /// against the username.
+    Device(i64),
     /// Only the address counts: a password that can never be right (over the length
     /// limit) says nothing about the username, and must not lock it.
     AddressOnly,
@@ -48,17 +51,21 @@ struct Keys {
 
 impl Keys {
     fn new(subject: Subject<'_>, address: IpAddr) -> Self {
-        let (prefix, name) = match subject {
-            Subject::User(name) => ("user", Some(name)),
-            Subject::Client(id) => ("client", Some(id)),
-            Subject::AddressOnly => ("", None),
-        };
         Self {
-            name: name
-                .filter(|name| name.len() <= MAX_TRACKED_NAME_LEN)
-                .map(|name| format!("{prefix}:{name}")),
+            name: name_key(subject),
             address: format!("addr:{}", address_key(address)),
         }
+    }
+}
+
+/// The key a subject's own failures are counted under, if any.
+fn name_key(subject: Subject<'_>) -> Option<String> {
+    let tracked = |name: &str| name.len() <= MAX_TRACKED_NAME_LEN;
+    match subject {
+        Subject::User(name) => tracked(name).then(|| format!("user:{name}")),
+        Subject::Client(id) => tracked(id).then(|| format!("client:{id}")),
+        Subject::Device(id) => Some(format!("device:{id}")),
+        Subject::AddressOnly => None,
     }
 }
 
@@ -139,6 +146,22 @@ impl LoginThrottle {
             Some(ends_at) => Err(Refusal::Throttled(self.retry_after(ends_at, now))),
             None => Ok(()),
         }
+    }
+
+    /// Whether the subject's own failures (not the address's) fill its limit.
+    pub async fn name_exhausted(
+        &self,
+        store: &Store,
+        subject: Subject<'_>,
+    ) -> Result<bool, sqlx::Error> {
+        let Some(key) = name_key(subject).filter(|_| self.per_name > 0) else {
+            return Ok(false);
+        };
+        let now = unix_millis(SystemTime::now());
+        Ok(store
+            .attempts_exhausted(&key, self.per_name, self.window_millis(), now)
+            .await?
+            .is_some())
     }
 
     /// Counts an attempt as in flight against the name and the address, or refuses it

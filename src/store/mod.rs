@@ -7,6 +7,7 @@
 
 mod changes;
 mod clients;
+mod devices;
 mod postgres;
 mod sessions;
 mod sqlite;
@@ -24,6 +25,7 @@ use std::{
 pub use self::{
     changes::Changes,
     clients::ClientSummary,
+    devices::{DeviceRecord, NewDevice},
     sessions::{NewAccessToken, NewSession, RefreshRecord, Rotation, SessionSummary},
     throttle::Counted,
     tokens::LiveToken,
@@ -171,6 +173,16 @@ impl Store {
 /// byte outright, so such a value is one that no row can hold.
 fn storable(text: &str) -> bool {
     !text.contains('\0')
+}
+
+/// A random row id (sessions, devices): chosen here rather than by the database, so that
+/// no write needs `returning` (sqlx 0.9 on SQLite can leave a failed `returning`
+/// statement holding the write lock). 63 random bits do not collide in practice; the
+/// primary key would refuse a collision anyway.
+fn random_id() -> i64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS random number generator is available");
+    i64::from_le_bytes(bytes) & i64::MAX
 }
 
 /// Milliseconds since the Unix epoch: how every time is stored.

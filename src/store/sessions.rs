@@ -3,7 +3,7 @@
 
 use sqlx::FromRow;
 
-use super::{Store, on_pool};
+use super::{Store, devices::FORGET_USER_DEVICES, on_pool};
 use crate::{scope::Scopes, users::User};
 
 /// A token to store: its digest and when it expires (Unix ms).
@@ -74,16 +74,6 @@ pub(super) const REVOKE_USER_SESSIONS: &str =
 pub(super) const REVOKE_USER_ACCESS_TOKENS: &str =
     "update access_tokens set revoked_at = $1 where user_id = $2 and revoked_at is null";
 
-/// A random session id: chosen here rather than by the database, so that no write needs
-/// `returning` (sqlx 0.9 on SQLite can leave a failed `returning` statement holding the
-/// write lock). 63 random bits do not collide in practice; the primary key would refuse
-/// a collision anyway.
-fn new_session_id() -> i64 {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random number generator is available");
-    i64::from_le_bytes(bytes) & i64::MAX
-}
-
 /// A session to start for a login.
 pub struct NewSession<'a> {
     pub user_id: i64,
@@ -114,7 +104,7 @@ impl Store {
         access: NewAccessToken<'_>,
         refresh: Option<&[u8; 32]>,
     ) -> Result<(), sqlx::Error> {
-        let session_id = new_session_id();
+        let session_id = super::random_id();
         let now = session.started_at;
         let ended = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -375,8 +365,8 @@ impl Store {
         Ok(Some(sessions))
     }
 
-    /// Ends every session and access token of the user; `None` when there is no such
-    /// user, otherwise how many sessions were live.
+    /// Ends every session and access token of the user and forgets their trusted devices;
+    /// `None` when there is no such user, otherwise how many sessions were live.
     pub async fn logout_user(&self, username: &str, now: i64) -> Result<Option<u64>, sqlx::Error> {
         let Some(user) = self.find_user(username).await? else {
             return Ok(None);
@@ -390,6 +380,10 @@ impl Store {
                 .await?;
             let tokens = sqlx::query(REVOKE_USER_ACCESS_TOKENS)
                 .bind(now)
+                .bind(user.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(FORGET_USER_DEVICES)
                 .bind(user.id)
                 .execute(&mut *tx)
                 .await?;

@@ -86,7 +86,8 @@ impl Store {
     }
 
     /// Housekeeping: deletes the rows that can never be used again (expired or revoked
-    /// access tokens, dead sessions with their refresh tokens, ended throttle windows).
+    /// access tokens, dead sessions with their refresh tokens, ended throttle windows,
+    /// expired trusted devices).
     /// Returns how many rows went. In small batches with a pause between them, so that a
     /// backlog of millions (after downtime) never holds the database from logins for
     /// long. Safe to run on any number of replicas at once.
@@ -102,6 +103,7 @@ impl Store {
             Sweep::RevokedAccessTokens,
             Sweep::DeadSessions,
             Sweep::EndedFailureWindows,
+            Sweep::ExpiredDevices,
         ] {
             loop {
                 let batch = sweep.batch();
@@ -167,6 +169,17 @@ impl Store {
                 .await?
                 .rows_affected()
             }
+            Sweep::ExpiredDevices => {
+                sqlx::query(
+                    "delete from devices where token_hash in
+                         (select token_hash from devices where expires_at <= $1 limit $2)",
+                )
+                .bind(now)
+                .bind(batch)
+                .execute(pool)
+                .await?
+                .rows_affected()
+            }
             Sweep::EndedFailureWindows => {
                 sqlx::query(
                     "delete from login_failures where key in
@@ -190,6 +203,7 @@ enum Sweep {
     RevokedAccessTokens,
     DeadSessions,
     EndedFailureWindows,
+    ExpiredDevices,
 }
 
 impl Sweep {

@@ -3,7 +3,9 @@
 use sqlx::FromRow;
 
 use super::{
-    Store, on_pool,
+    Store,
+    devices::FORGET_USER_DEVICES,
+    on_pool,
     sessions::{REVOKE_USER_ACCESS_TOKENS, REVOKE_USER_SESSIONS},
     storable,
 };
@@ -109,8 +111,8 @@ impl Store {
         })
     }
 
-    /// Sets a new password hash and ends every session and token of the user, in one
-    /// transaction; `false` when there is no such user.
+    /// Sets a new password hash, ends every session and token of the user and forgets
+    /// their trusted devices, in one transaction; `false` when there is no such user.
     pub async fn set_password_hash(
         &self,
         username: &str,
@@ -134,6 +136,10 @@ impl Store {
                 .await?;
             sqlx::query(REVOKE_USER_ACCESS_TOKENS)
                 .bind(now)
+                .bind(user.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(FORGET_USER_DEVICES)
                 .bind(user.id)
                 .execute(&mut *tx)
                 .await?;

@@ -7,6 +7,7 @@ mod helpers;
 
 mod browser;
 mod cli;
+mod devices;
 mod docs;
 mod hardening;
 mod introspection;

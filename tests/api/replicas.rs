@@ -190,6 +190,38 @@ async fn concurrent_correct_logins_on_three_replicas_are_never_throttled() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_trusted_on_one_replica_is_trusted_on_another() {
+    on_postgres(async {
+        let database = TestDatabase::new().await;
+        let replicas = start_replicas(&database, 2, &[("LOGIN_MAX_FAILURES", "3")]);
+        let client = Client::new();
+        let response = client
+            .post(format!("{}/token", replicas[0].address))
+            .form(&[("username", "johndoe"), ("password", "secret")])
+            .send()
+            .await
+            .unwrap();
+        let set_cookie = response.headers()["set-cookie"].to_str().unwrap();
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        for _ in 0..3 {
+            assert_eq!(login(&client, &replicas[0], "wrong").await.0, 400);
+        }
+        assert_eq!(login(&client, &replicas[1], "secret").await.0, 429);
+
+        let trusted = client
+            .post(format!("{}/token", replicas[1].address))
+            .header("cookie", cookie)
+            .form(&[("username", "johndoe"), ("password", "secret")])
+            .send()
+            .await
+            .unwrap();
+
+        assert_eq!(trusted.status(), 200);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_killed_mid_load_loses_nothing_the_others_cannot_serve() {
     on_postgres(async {

@@ -394,6 +394,51 @@ both_backends! {
     }
 
     #[tokio::test]
+    async fn only_a_full_login_earns_a_device_cookie_and_a_trusted_device_still_needs_a_code() {
+        let app = spawn_app_with(|settings| settings.login_max_failures = 2).await;
+        let secret = secret_of(&enable_on_cli(&app, "johndoe"));
+        let step = step_for_a_sequence().await;
+        let login_from = |cookie: Option<&str>, totp: Option<String>| {
+            let mut form = vec![("username", "johndoe".to_owned()), ("password", "secret".to_owned())];
+            form.extend(totp.map(|totp| ("totp", totp)));
+            let mut request = app.post("/token").form(&form);
+            if let Some(cookie) = cookie {
+                request = request.header("cookie", format!("device={cookie}"));
+            }
+            request.send()
+        };
+        let device_cookie = |response: &Response| {
+            response
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .find_map(|value| value.strip_prefix("device="))
+                .map(|rest| rest.split(';').next().unwrap_or_default().to_owned())
+        };
+
+        let required = login_from(None, None).await.unwrap();
+        assert_eq!(required.status(), 400);
+        assert_eq!(device_cookie(&required), None, "the password alone earns no trust");
+        let full = login_from(None, Some(code(&secret, step - 1))).await.unwrap();
+        assert_eq!(full.status(), 200);
+        let cookie = device_cookie(&full).expect("a device cookie after a full login");
+
+        // A stranger's wrong codes lock the username for untrusted clients...
+        let wrong = wrong_code(&secret, step);
+        for _ in 0..2 {
+            let response = login_from(None, Some(wrong.clone())).await.unwrap();
+            assert_eq!(response.status(), 400);
+        }
+        assert_eq!(login_from(None, Some(code(&secret, step))).await.unwrap().status(), 429);
+        // ...not for the trusted device, which still needs a code.
+        let response = login_from(Some(&cookie), None).await.unwrap();
+        assert_invalid_grant(response, "One-time code required", "trusted, no code").await;
+        let response = login_from(Some(&cookie), Some(code(&secret, step))).await.unwrap();
+        assert_logged_in(response, "trusted, with a code").await;
+    }
+
+    #[tokio::test]
     async fn refresh_needs_no_code_and_introspection_says_how_the_session_began() {
         let app = spawn_app().await;
         let client_secret = add_client(&app, "billing");

@@ -293,7 +293,9 @@ impl TokenApi {
     /// Log in or refresh (OAuth2 password and refresh-token grants)
     ///
     /// `grant_type=password` (or none) exchanges a username and password for a bearer
-    /// token and a refresh token, as FastAPI's `OAuth2PasswordRequestForm`.
+    /// token and a refresh token, as FastAPI's `OAuth2PasswordRequestForm`. A user with a
+    /// second factor adds the current one-time code in `totp`, or right after the
+    /// password (`secret123456`: Swagger UI's Authorize dialog has no field for it).
     /// `grant_type=refresh_token` exchanges a refresh token for a new pair; the one sent
     /// is spent, and sending it again later ends the whole session. Errors follow RFC
     /// 6749: `error` and `error_description`, plus FastAPI's `detail`.

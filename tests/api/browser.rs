@@ -1,6 +1,7 @@
 //! The tutorial's "See it in action", in a real headless Chromium driven over WebDriver:
 //! Authorize in Swagger UI, call `GET /users/me`, log out, log in as the disabled user,
-//! mistype a password. Screenshots of each step go to `target/tmp/browser/`.
+//! mistype a password; and a user with a second factor logging in with the code after the
+//! password. Screenshots of each step go to `target/tmp/browser/`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; without them the test says it was
 //! skipped and passes, unless `REQUIRE_BROWSER_TEST=1` (as in CI) makes that a failure.
@@ -15,7 +16,10 @@ use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, say_skipped, spawn_app};
+use crate::{
+    helpers::{TestApp, say_skipped, spawn_app},
+    totp,
+};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "chromedriver";
@@ -289,5 +293,54 @@ async fn swagger_ui_logs_in_and_calls_users_me_in_a_real_browser() {
             "the page loaded {url} from elsewhere"
         );
     }
+    session.browser.close().await.unwrap();
+}
+
+/// Swagger UI's Authorize dialog has no field for a one-time code: a user with a second
+/// factor types it right after the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swagger_ui_logs_in_a_user_with_a_second_factor_by_appending_the_code() {
+    let Some(driver) = Driver::start().await else {
+        skipped("Chromium and chromedriver were not found");
+        return;
+    };
+    let app = spawn_app().await;
+    let secret = totp::secret_of(&totp::enable_on_cli(&app, "johndoe"));
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let session = Session {
+        browser: driver.browser(profile.path()).await,
+        app,
+        shots,
+    };
+    session
+        .browser
+        .goto(&session.app.url("/docs"))
+        .await
+        .unwrap();
+    session.find("button.btn.authorize").await;
+
+    let step = totp::step_now().await;
+    let password = format!("secret{}", totp::code(&secret, step));
+    session.authorize("johndoe", &password).await;
+    session.expect_logged_in("totp-1-authorized").await;
+    session
+        .click("#operations-Users-read_users_me .opblock-summary")
+        .await;
+    session
+        .click("#operations-Users-read_users_me button.try-out__btn")
+        .await;
+    let (status, body) = session.execute_users_me("totp-2-users-me").await;
+    assert_eq!(status, "200");
+    assert!(body.contains("\"johndoe\""), "{body}");
+    session.logout().await;
+
+    session.authorize("johndoe", "secret").await;
+    let error = session.find(".modal-ux .errors").await;
+    let error = error.text().await.unwrap();
+    session.screenshot("totp-3-code-required").await;
+    assert!(error.contains("invalid_grant"), "{error}");
+    assert!(error.contains("A one-time code is required"), "{error}");
     session.browser.close().await.unwrap();
 }

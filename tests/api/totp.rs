@@ -19,7 +19,7 @@ use crate::helpers::{
 const STEP_SECONDS: u64 = 30;
 
 /// The 6-digit code of `secret` (base32) for time step `step` (RFC 6238, HMAC-SHA-1).
-fn code(secret: &str, step: u64) -> String {
+pub fn code(secret: &str, step: u64) -> String {
     let secret = Secret::try_from_base32(secret).expect("a base32 secret");
     let totp = Builder::new()
         .with_secret(secret)
@@ -55,7 +55,7 @@ async fn step_with(margin: Duration) -> u64 {
 }
 
 /// The current step, with room for one request.
-async fn step_now() -> u64 {
+pub async fn step_now() -> u64 {
     step_with(Duration::from_secs(3)).await
 }
 
@@ -65,7 +65,7 @@ async fn step_for_a_sequence() -> u64 {
 }
 
 /// The `secret` parameter of an `otpauth://` URI.
-fn secret_of(uri: &str) -> String {
+pub fn secret_of(uri: &str) -> String {
     uri.split(['?', '&'])
         .find_map(|param| param.strip_prefix("secret="))
         .expect("a secret in the URI")
@@ -73,7 +73,7 @@ fn secret_of(uri: &str) -> String {
 }
 
 /// `users totp enable NAME` on the app's database; returns the URI it printed.
-fn enable_on_cli(app: &TestApp, username: &str) -> String {
+pub fn enable_on_cli(app: &TestApp, username: &str) -> String {
     let done = app
         .cli(&["users", "totp", "enable", username])
         .assert()

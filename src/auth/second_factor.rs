@@ -453,6 +453,16 @@ mod tests {
     }
 
     #[test]
+    fn amr_reads_what_sessions_store_and_old_sessions_are_password_only() {
+        assert_eq!(
+            Amr::methods(Some(Amr::PasswordAndOtp.stored())),
+            ["pwd", "otp"]
+        );
+        assert_eq!(Amr::methods(Some(Amr::Password.stored())), ["pwd"]);
+        assert_eq!(Amr::methods(None), ["pwd"]);
+    }
+
+    #[test]
     fn rfc_6238_test_vector_with_sha1() {
         // RFC 6238, appendix B: the 20-byte ASCII secret "12345678901234567890" at
         // T = 59 s gives 94287082 (8 digits); its last six digits are the 6-digit code.

@@ -166,6 +166,7 @@ mod tests {
             issued_at: 0,
             expires_at: i64::MAX,
             client_id: None,
+            dpop_jkt: None,
         })
     }
 

@@ -44,6 +44,8 @@ pub struct Introspection {
     pub client_id: Option<String>,
     /// This service's issuer identifier.
     pub issuer: String,
+    /// The thumbprint of the DPoP key the token is bound to, if any.
+    pub dpop_jkt: Option<String>,
 }
 
 impl Auth {
@@ -102,6 +104,7 @@ impl Auth {
             expires_at: live.expires_at / 1000,
             client_id: live.client_id,
             issuer: self.issuer.clone(),
+            dpop_jkt: live.dpop_jkt,
         }))
     }
 
@@ -137,6 +140,7 @@ impl Auth {
             expires_at: record.session_expires_at.min(idle_deadline) / 1000,
             client_id: record.client_id,
             issuer: self.issuer.clone(),
+            dpop_jkt: record.dpop_jkt,
         }))
     }
 }

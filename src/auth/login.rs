@@ -9,8 +9,12 @@ use std::{
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    Auth, IssuedToken, LoginError, MAX_CLIENT_ID_LEN, MAX_PASSWORD_LEN, MAX_USERNAME_LEN, loggable,
-    password::Verdict, throttle::Subject, token::NewToken,
+    Auth, IssuedToken, LoginError, MAX_CLIENT_ID_LEN, MAX_PASSWORD_LEN, MAX_USERNAME_LEN,
+    dpop::{DpopRequest, TokenType},
+    loggable,
+    password::Verdict,
+    throttle::Subject,
+    token::NewToken,
 };
 use crate::{
     metrics::Metrics,
@@ -26,6 +30,8 @@ pub struct LoginRequest {
     pub scopes: Scopes,
     /// The client that says it is logging in, if any.
     pub client: Option<ClientCredentials>,
+    /// The request's DPoP proof, if any: the session is then bound to its key.
+    pub dpop: DpopRequest,
 }
 
 /// A client id, with the secret that came with it (HTTP Basic or the form), if any.
@@ -68,6 +74,8 @@ impl Auth {
         request: LoginRequest,
         address: IpAddr,
     ) -> Result<IssuedToken, LoginError> {
+        // A malformed request: refused before any password work, and not a failed login.
+        let dpop_jkt = self.token_request_key(&request.dpop)?;
         let client_id = self.login_client(request.client, address).await?;
         let username = request.username.as_str();
         if username.len() > MAX_USERNAME_LEN
@@ -114,7 +122,7 @@ impl Auth {
 
         let scopes = request.scopes.intersection(&user.allowed_scopes());
         Ok(self
-            .start_session(&user, client_id.as_deref(), scopes)
+            .start_session(&user, client_id.as_deref(), scopes, dpop_jkt.as_deref())
             .await?)
     }
 
@@ -144,6 +152,7 @@ impl Auth {
         user: &users::User,
         client_id: Option<&str>,
         scopes: Scopes,
+        dpop_jkt: Option<&str>,
     ) -> Result<IssuedToken, sqlx::Error> {
         let now = SystemTime::now();
         let access = NewToken::generate();
@@ -160,6 +169,7 @@ impl Auth {
                     started_at: unix_millis(now),
                     expires_at: unix_millis(now + session_ttl),
                     max_per_user: self.max_sessions_per_user,
+                    dpop_jkt,
                 },
                 NewAccessToken {
                     digest: access.digest.as_bytes(),
@@ -174,6 +184,7 @@ impl Auth {
             expires_in: access_ttl,
             scopes,
             refresh_token: refresh.map(|token| token.token),
+            token_type: TokenType::of_binding(dpop_jkt),
         })
     }
 }

@@ -1,12 +1,14 @@
 //! Authentication: the [`Auth`] service every request shares, and what its flows have in
 //! common. Each flow has a file of its own: `login.rs` (the password grant), `refresh.rs`
 //! (the refresh grant), `bearer.rs` (a bearer token to a user), `revocation.rs` (RFC 7009),
-//! `introspection.rs` (RFC 7662, with client authentication). Talks to the database
+//! `introspection.rs` (RFC 7662, with client authentication), `dpop.rs` (RFC 9449 proofs
+//! that bind tokens to a client's key). Talks to the database
 //! through [`Store`] only, and knows nothing of HTTP.
 
 mod bearer;
 pub mod cache;
 pub mod clients;
+pub mod dpop;
 mod errors;
 mod introspection;
 mod login;
@@ -21,8 +23,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use self::{cache::TokenCache, password::Hasher, throttle::LoginThrottle};
+use self::{cache::TokenCache, dpop::ProofChecker, password::Hasher, throttle::LoginThrottle};
 pub use self::{
+    dpop::{DpopHeader, DpopRequest, ProofError, TokenType},
     errors::{
         AccessError, ClientAuthError, FieldError, FieldErrorKind, IntrospectionError, LoginError,
         Outcome,
@@ -84,6 +87,8 @@ pub struct IssuedToken {
     pub scopes: Scopes,
     /// `None` when refresh tokens are switched off.
     pub refresh_token: Option<String>,
+    /// `Dpop` when the tokens are bound to the key of the request's DPoP proof.
+    pub token_type: TokenType,
 }
 
 /// How long sessions and their refresh tokens live (RFC 9700, section 4.14.2).
@@ -121,6 +126,9 @@ pub struct Auth {
     max_sessions_per_user: u32,
     failure_window: Duration,
     issuer: String,
+    dpop: ProofChecker,
+    /// Tokens only for requests with a DPoP proof.
+    dpop_required: bool,
 }
 
 impl Auth {
@@ -143,6 +151,8 @@ impl Auth {
             max_sessions_per_user: settings.max_sessions_per_user,
             failure_window: settings.login_failure_window,
             issuer,
+            dpop: ProofChecker::new(settings.dpop_proof_max_age),
+            dpop_required: settings.dpop_required,
         }
     }
 
@@ -216,6 +226,7 @@ impl Auth {
     /// dead sessions, ended throttle windows). Returns how many rows went.
     pub async fn sweep(&self) -> Result<u64, sqlx::Error> {
         self.tokens.prune();
+        self.dpop.prune();
         self.store
             .delete_dead(
                 unix_millis(SystemTime::now()),

@@ -25,6 +25,8 @@ pub struct RefreshRecord {
     pub session_revoked: bool,
     /// The client the login named, if any.
     pub client_id: Option<String>,
+    /// The thumbprint of the DPoP key the session is bound to, if any.
+    pub dpop_jkt: Option<String>,
     pub user: User,
 }
 
@@ -39,6 +41,7 @@ struct RefreshRow {
     session_expires_at: i64,
     session_revoked_at: Option<i64>,
     client_id: Option<String>,
+    dpop_jkt: Option<String>,
 }
 
 /// How an attempt to issue tokens in a session ended.
@@ -93,6 +96,8 @@ pub struct NewSession<'a> {
     /// How many live sessions the user may have, this one included; the least recently
     /// used of the others end.
     pub max_per_user: u32,
+    /// The thumbprint of the DPoP key every token of the session is bound to, if any.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 /// How many refresh-token rows a session keeps, the live one included: the newest spent
@@ -114,8 +119,9 @@ impl Store {
         let ended = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
-                "insert into sessions (id, user_id, scopes, client_id, started_at, refreshed_at, expires_at)
-                 values ($1, $2, $3, $4, $5, $5, $6)",
+                "insert into sessions (id, user_id, scopes, client_id, started_at, refreshed_at, expires_at,
+                                       dpop_jkt)
+                 values ($1, $2, $3, $4, $5, $5, $6, $7)",
             )
             .bind(session_id)
             .bind(session.user_id)
@@ -123,6 +129,7 @@ impl Store {
             .bind(session.client_id)
             .bind(now)
             .bind(session.expires_at)
+            .bind(session.dpop_jkt)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -193,7 +200,7 @@ impl Store {
                 "select u.id, u.username, u.email, u.full_name, u.disabled, u.scopes,
                         r.session_id, r.issued_at, r.spent_at,
                         s.scopes as session_scopes, s.expires_at as session_expires_at,
-                        s.revoked_at as session_revoked_at, s.client_id
+                        s.revoked_at as session_revoked_at, s.client_id, s.dpop_jkt
                  from refresh_tokens r
                  join sessions s on s.id = r.session_id
                  join users u on u.id = s.user_id
@@ -211,6 +218,7 @@ impl Store {
             session_expires_at: row.session_expires_at,
             session_revoked: row.session_revoked_at.is_some(),
             client_id: row.client_id,
+            dpop_jkt: row.dpop_jkt,
             user: row.user,
         }))
     }

@@ -16,6 +16,8 @@ pub struct LiveToken {
     pub expires_at: i64,
     /// The client that logged in, when it said which.
     pub client_id: Option<String>,
+    /// The thumbprint of the DPoP key the token is bound to; `None`: a bearer token.
+    pub dpop_jkt: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -26,6 +28,7 @@ struct LiveTokenRow {
     issued_at: i64,
     expires_at: i64,
     client_id: Option<String>,
+    dpop_jkt: Option<String>,
 }
 
 impl Store {
@@ -39,7 +42,8 @@ impl Store {
         let row: Option<LiveTokenRow> = on_pool!(self, pool => {
             sqlx::query_as(
                 "select u.id, u.username, u.email, u.full_name, u.disabled, u.scopes,
-                        t.scopes as token_scopes, t.issued_at, t.expires_at, s.client_id
+                        t.scopes as token_scopes, t.issued_at, t.expires_at, s.client_id,
+                        s.dpop_jkt
                  from access_tokens t
                  join users u on u.id = t.user_id
                  left join sessions s on s.id = t.session_id
@@ -56,6 +60,7 @@ impl Store {
             issued_at: row.issued_at,
             expires_at: row.expires_at,
             client_id: row.client_id,
+            dpop_jkt: row.dpop_jkt,
         }))
     }
 

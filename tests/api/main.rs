@@ -8,6 +8,7 @@ mod helpers;
 mod browser;
 mod cli;
 mod docs;
+mod dpop;
 mod hardening;
 mod introspection;
 mod lifecycle;

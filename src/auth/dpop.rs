@@ -31,8 +31,8 @@ const MAX_PROOF_LEN: usize = 4096;
 /// Longer `jti` values are refused: a proof's id is a random string, not a document.
 const MAX_JTI_LEN: usize = 256;
 
-/// Proofs remembered at most: about 4,000 proofs a second over the two minutes a proof
-/// is remembered with the default `DPOP_PROOF_MAX_AGE`. Beyond it the oldest go first,
+/// Proofs remembered at most (about 26 MB): about 4,000 proofs a second over the two
+/// minutes a proof is remembered with the default `DPOP_PROOF_MAX_AGE`. Beyond it the oldest go first,
 /// so a flood of fresh proofs can shorten how long a proof is remembered but never
 /// refuses a client's next one.
 const REPLAY_CAPACITY: usize = 500_000;
@@ -59,14 +59,25 @@ impl TokenType {
     }
 }
 
-/// The `DPoP` header of a request, as the API layer found it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The `DPoP` header of a request, as the API layer found it. Its `Debug` never shows
+/// the proof: while fresh, a proof is as good as a credential.
+#[derive(Clone, PartialEq, Eq)]
 pub enum DpopHeader {
     Absent,
     /// Exactly one, as it was sent.
     Proof(String),
     /// Two or more, an empty one, or one that is not text.
     Unusable,
+}
+
+impl std::fmt::Debug for DpopHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DpopHeader::Absent => "Absent",
+            DpopHeader::Proof(_) => "Proof(..)",
+            DpopHeader::Unusable => "Unusable",
+        })
+    }
 }
 
 /// A protected request made with `Authorization: DPoP <token>`: what its proof must match.
@@ -221,9 +232,16 @@ impl ProofChecker {
         validation.validate_exp = false;
         validation.validate_aud = false;
         let claims = jsonwebtoken::decode::<Claims>(proof, &key, &validation)
-            .map_err(|err| match err.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => ProofError::BadSignature,
-                _ => ProofError::Malformed,
+            .map_err(|err| {
+                use jsonwebtoken::errors::ErrorKind;
+                match err.kind() {
+                    ErrorKind::InvalidSignature => ProofError::BadSignature,
+                    // Coordinates that are no point of the curve, or of the wrong size.
+                    ErrorKind::InvalidEcdsaKey
+                    | ErrorKind::InvalidEddsaKey
+                    | ErrorKind::InvalidKeyFormat => ProofError::BadKey,
+                    _ => ProofError::Malformed,
+                }
             })?
             .claims;
         let (Some(jti), Some(htm), Some(htu), Some(iat)) =
@@ -455,6 +473,12 @@ mod tests {
         let cache = ReplayCache::new(Duration::ZERO, 10);
         assert!(cache.insert_new("key", "a"));
         assert!(cache.insert_new("key", "a"));
+    }
+
+    #[test]
+    fn a_proof_never_shows_in_debug_output() {
+        let header = DpopHeader::Proof("eyJ0eXAiOiJkcG9wK2p3dCJ9.secret.sig".into());
+        assert_eq!(format!("{header:?}"), "Proof(..)");
     }
 
     #[test]

@@ -306,6 +306,16 @@ fn bad_proofs(
             edit(&|header, _| header["jwk"]["d"] = json!(URL_SAFE_NO_PAD.encode([7u8; 32]))),
         ),
         (
+            "jwk that is no point of the curve",
+            "jwk",
+            edit(&|header, _| header["jwk"]["x"] = json!(URL_SAFE_NO_PAD.encode([1u8; 32]))),
+        ),
+        (
+            "alg EdDSA with a P-256 jwk",
+            "jwk",
+            edit(&|header, _| header["alg"] = json!("EdDSA")),
+        ),
+        (
             "no jwk",
             "jwk",
             edit(&|header, _| {

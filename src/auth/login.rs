@@ -8,13 +8,10 @@ use std::{
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::dpop::{DpopRequest, TokenType};
 use super::{
-    Auth, IssuedToken, LoginError, MAX_CLIENT_ID_LEN, MAX_PASSWORD_LEN, MAX_USERNAME_LEN,
-    dpop::{DpopRequest, TokenType},
-    loggable,
-    password::Verdict,
-    throttle::Subject,
-    token::NewToken,
+    Auth, IssuedToken, LoginError, MAX_CLIENT_ID_LEN, MAX_PASSWORD_LEN, MAX_USERNAME_LEN, loggable,
+    password::Verdict, throttle::Subject, token::NewToken,
 };
 use crate::{
     metrics::Metrics,

@@ -773,63 +773,65 @@ print(json.dumps({
 }))
 "#;
 
-#[tokio::test]
-async fn python_requests_oauth2client_logs_in_with_dpop_and_reads_users_me() {
-    let required = std::env::var("REQUIRE_PYTHON_TESTS").as_deref() == Ok("1");
-    let importable = std::process::Command::new("python3")
-        .args(["-c", "import requests_oauth2client"])
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !importable {
-        assert!(
-            !required,
-            "REQUIRE_PYTHON_TESTS=1 but python3 cannot import requests_oauth2client \
-             (pip install requests-oauth2client)"
-        );
-        say_skipped(
-            "!!! The Python DPoP client test",
-            "python3 cannot import requests_oauth2client (pip install requests-oauth2client)",
-        );
-        return;
-    }
-    let app = spawn_app().await;
-    let address = app.address.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .args(["-c", PYTHON_CLIENT, &address])
+both_backends! {
+    #[tokio::test]
+    async fn python_requests_oauth2client_logs_in_with_dpop_and_reads_users_me() {
+        let required = std::env::var("REQUIRE_PYTHON_TESTS").as_deref() == Ok("1");
+        let importable = std::process::Command::new("python3")
+            .args(["-c", "import requests_oauth2client"])
             .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "the Python client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: Value = serde_json::from_slice(&output.stdout).expect("JSON from the client");
+            .is_ok_and(|output| output.status.success());
+        if !importable {
+            assert!(
+                !required,
+                "REQUIRE_PYTHON_TESTS=1 but python3 cannot import requests_oauth2client \
+                 (pip install requests-oauth2client)"
+            );
+            say_skipped(
+                "!!! The Python DPoP client test",
+                "python3 cannot import requests_oauth2client (pip install requests-oauth2client)",
+            );
+            return;
+        }
+        let app = spawn_app().await;
+        let address = app.address.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("python3")
+                .args(["-c", PYTHON_CLIENT, &address])
+                .output()
+                .expect("python3 runs")
+        })
+        .await
+        .unwrap();
+        assert!(
+            output.status.success(),
+            "the Python client failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let result: Value = serde_json::from_slice(&output.stdout).expect("JSON from the client");
 
-    assert_eq!(result["token_type"], "DPoP", "{result}");
-    assert_eq!(
-        result["me"],
-        json!([200, {
-            "username": "johndoe",
-            "email": "johndoe@example.com",
-            "full_name": "John Doe",
-            "disabled": false,
-        }])
-    );
-    assert_eq!(
-        result["items"],
-        json!([200, [{"item_id": "Foo", "owner": "johndoe"}]])
-    );
-    assert_eq!(result["as_bearer"], 401, "{result}");
-    // Both sides compute the same RFC 7638 thumbprint of the client's key.
-    let secret = add_client(&app, "billing");
-    let token = result["access_token"].as_str().unwrap();
-    let (_, described) = introspect(&app, "billing", &secret, token).await;
-    assert_eq!(
-        described["cnf"]["jkt"], result["jkt"],
-        "{described} {result}"
-    );
+        assert_eq!(result["token_type"], "DPoP", "{result}");
+        assert_eq!(
+            result["me"],
+            json!([200, {
+                "username": "johndoe",
+                "email": "johndoe@example.com",
+                "full_name": "John Doe",
+                "disabled": false,
+            }])
+        );
+        assert_eq!(
+            result["items"],
+            json!([200, [{"item_id": "Foo", "owner": "johndoe"}]])
+        );
+        assert_eq!(result["as_bearer"], 401, "{result}");
+        // Both sides compute the same RFC 7638 thumbprint of the client's key.
+        let secret = add_client(&app, "billing");
+        let token = result["access_token"].as_str().unwrap();
+        let (_, described) = introspect(&app, "billing", &secret, token).await;
+        assert_eq!(
+            described["cnf"]["jkt"], result["jkt"],
+            "{described} {result}"
+        );
+    }
 }

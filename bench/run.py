@@ -14,9 +14,17 @@ The same run measures PostgreSQL too, when a server answers at BENCH_POSTGRES_UR
 (default postgres://postgres@127.0.0.1:5432/test; the user must be allowed to create
 databases): one replica, then two replicas on one database with the load split between
 them round-robin (two wrk processes, half the connections each).
+
+DPoP (RFC 9449): GET /users/me with a DPoP-bound token, each request with a proof of its
+own (ES256, signed beforehand with the `cryptography` package, which
+requests-oauth2client brings; the row is left out without it). A proof is good once, so
+the run signs enough for DPOP_PROOFS_PER_SECOND requests a second; a faster server would
+run out and count the replays as errors.
 """
 
 import argparse
+import base64
+import hashlib
 import json
 import os
 import platform
@@ -49,6 +57,80 @@ wrk.method = "POST"
 wrk.body = "grant_type=password&username=johndoe&password=secret"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 """
+
+
+# Proofs signed per second of a DPoP run: above what 2 cores can verify, so none is reused.
+DPOP_PROOFS_PER_SECOND = 30_000
+
+# Each wrk thread takes its share of the signed proofs, one per request.
+DPOP_LUA = """
+local proofs = {}
+local next_proof = 1
+local threads = 0
+
+function setup(thread)
+   thread:set("id", threads)
+   threads = threads + 1
+end
+
+function init(args)
+   local i = 0
+   for line in io.lines("%(proofs)s") do
+      if i %% %(threads)d == id then
+         proofs[#proofs + 1] = line
+      end
+      i = i + 1
+   end
+end
+
+function request()
+   -- Past the last proof, the last one again: refused as a replay, counted as an error.
+   wrk.headers["DPoP"] = proofs[math.min(next_proof, #proofs)]
+   next_proof = next_proof + 1
+   return wrk.format(nil)
+end
+"""
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class DpopKey:
+    """An ES256 key making DPoP proofs, as a client would."""
+
+    def __init__(self):
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        public = self.key.public_key().public_numbers()
+        jwk = {"kty": "EC", "crv": "P-256", "x": b64url(public.x.to_bytes(32, "big")),
+               "y": b64url(public.y.to_bytes(32, "big"))}
+        header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}
+        self.header = b64url(json.dumps(header, separators=(",", ":")).encode())
+
+    def proof(self, method, url, token=None):
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        claims = {"jti": b64url(os.urandom(16)), "htm": method, "htu": url,
+                  "iat": int(time.time())}
+        if token:
+            claims["ath"] = b64url(hashlib.sha256(token.encode()).digest())
+        message = self.header + "." + b64url(json.dumps(claims, separators=(",", ":")).encode())
+        r, s = decode_dss_signature(self.key.sign(message.encode(), ec.ECDSA(hashes.SHA256())))
+        return message + "." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
+def dpop_available():
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        print("DPoP row skipped: python3 cannot import cryptography "
+              "(pip install requests-oauth2client)", file=sys.stderr)
+        return False
+    return True
 
 
 def free_port():
@@ -188,9 +270,13 @@ class Server:
                 time.sleep(0.002)
         raise SystemExit("the server did not answer within 30 s")
 
-    def login(self):
+    def login(self, dpop_key=None):
+        """A login's access token; bound to `dpop_key` when given."""
         data = urllib.parse.urlencode({"username": "johndoe", "password": "secret"}).encode()
-        with urllib.request.urlopen(self.base + "/token", data=data, timeout=10) as r:
+        request = urllib.request.Request(self.base + "/token", data=data)
+        if dpop_key:
+            request.add_header("DPoP", dpop_key.proof("POST", self.base + "/token"))
+        with urllib.request.urlopen(request, timeout=10) as r:
             return json.load(r)["access_token"]
 
     def stop(self):
@@ -315,6 +401,8 @@ def service_rounds(db, ceiling, seconds, workdir):
         result["me_c16"] = run_wrk(me, 16, seconds, header=auth)
         against_ceiling(result, "me_c64", ceiling, me, seconds, auth)
         result["me_c256"] = run_wrk(me, 256, seconds, header=auth)
+        if dpop_available():
+            result["me_dpop_c64"] = dpop_round(server, me, seconds, workdir)
         result["token_c16"] = run_wrk(server.base + "/token", 16, seconds, script=script)
         result["me_idle_c16"] = run_wrk(me, 16, seconds, header=auth)
         peak_reset = reset_peak_memory(pid)
@@ -327,6 +415,22 @@ def service_rounds(db, ceiling, seconds, workdir):
         server.stop()
     result.update(postgres_round(seconds, script))
     return result
+
+
+def dpop_round(server, me, seconds, workdir, connections=64, threads=2):
+    """GET /users/me with a DPoP-bound token and a fresh proof per request. The proofs
+    are signed just before the run, well within DPOP_PROOF_MAX_AGE."""
+    key = DpopKey()
+    token = server.login(dpop_key=key)
+    proofs = os.path.join(workdir, "dpop-proofs.txt")
+    with open(proofs, "w") as f:
+        for _ in range(DPOP_PROOFS_PER_SECOND * seconds):
+            f.write(key.proof("GET", me, token) + "\n")
+    script = os.path.join(workdir, "dpop.lua")
+    with open(script, "w") as f:
+        f.write(DPOP_LUA % {"proofs": proofs, "threads": threads})
+    return run_wrk(me, connections, seconds, header=f"Authorization: DPoP {token}",
+                   script=script, threads=threads)
 
 
 def postgres_round(seconds, login_script):
@@ -475,6 +579,8 @@ def report(summary):
           if "ceiling_for_me_c64" in med else []),
         row("GET /users/me, 64 connections", "me_c64"),
         row("GET /users/me, 256 connections", "me_c256"),
+        *([row("GET /users/me with DPoP (a fresh ES256 proof per request), 64 connections",
+               "me_dpop_c64")] if "me_dpop_c64" in med else []),
         row("POST /token, 16 connections", "token_c16"),
         row("GET /users/me, 16 connections, idle", "me_idle_c16"),
         row("GET /users/me, 16 connections, during a 32-connection login flood", "me_during_flood_c16"),
@@ -522,7 +628,8 @@ def measure(args):
             "default_probe_flood", "default_login_flood_c32", "metrics_me_c64",
             "metrics_probe_flood", "ceiling_for_default_me_c64", "ceiling_for_me_c64",
             "ceiling_for_metrics_me_c64"]
-    keys += [k for k in ("pg1_me_c64", "pg1_token_c16", "pg2_me_c64", "pg2_token_c16")
+    keys += [k for k in ("me_dpop_c64", "pg1_me_c64", "pg1_token_c16", "pg2_me_c64",
+                         "pg2_token_c16")
              if all(k in r for r in rounds)]
     summary = {
         "machine": {

@@ -17,6 +17,7 @@ const DEFAULT_REFRESH_TOKEN_TTL: &str = "30d";
 const DEFAULT_REFRESH_TOKEN_IDLE_TTL: &str = "7d";
 const DEFAULT_REFRESH_TOKEN_REUSE_GRACE: &str = "30s";
 const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 100;
+const DEFAULT_DPOP_PROOF_MAX_AGE: &str = "60s";
 
 /// Where the database lives; shared by the server and every management command.
 #[derive(Args, Debug, Clone)]
@@ -86,6 +87,14 @@ pub struct Settings {
     /// Live sessions per user; a login beyond it ends the least recently used one.
     #[arg(long, env = "MAX_SESSIONS_PER_USER", default_value_t = DEFAULT_MAX_SESSIONS_PER_USER, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sessions_per_user: u32,
+
+    /// `true`: tokens only for token requests with a DPoP proof (RFC 9449).
+    #[arg(long, env = "DPOP_REQUIRED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub dpop_required: bool,
+
+    /// How far a DPoP proof's `iat` may be from now, before or after.
+    #[arg(long, env = "DPOP_PROOF_MAX_AGE", default_value = DEFAULT_DPOP_PROOF_MAX_AGE, value_parser = parse_positive_duration)]
+    pub dpop_proof_max_age: Duration,
 }
 
 impl Settings {
@@ -109,6 +118,8 @@ impl Settings {
             refresh_token_reuse_grace: default_duration(DEFAULT_REFRESH_TOKEN_REUSE_GRACE),
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             login_device_cookies: true,
+            dpop_required: false,
+            dpop_proof_max_age: default_duration(DEFAULT_DPOP_PROOF_MAX_AGE),
         }
     }
 }

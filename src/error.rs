@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::{
     auth::{
         AccessError, FieldError, FieldErrorKind, IntrospectionError, LoginError, SecondFactorError,
+        TokenType, dpop::ALGORITHMS,
     },
     scope::Scope,
 };
@@ -72,9 +73,11 @@ impl OAuthError {
 #[derive(ApiResponse, Debug)]
 pub enum TokenErrorResponse {
     /// `invalid_request` (missing, empty or repeated parameter, not a form body),
-    /// `unsupported_grant_type`, `invalid_scope`, or `invalid_grant` (wrong username or
+    /// `unsupported_grant_type`, `invalid_scope`, `invalid_grant` (wrong username or
     /// password; an unknown, expired, spent or revoked refresh token; a disabled user;
-    /// for a user with a second factor, a one-time code missing, wrong or already used).
+    /// for a user with a second factor, a one-time code missing, wrong or already used),
+    /// or `invalid_dpop_proof` (a `DPoP` header that does not hold, or a bound session's
+    /// refresh without a proof of its key).
     #[oai(status = 400)]
     BadRequest(Json<OAuthError>),
     /// `invalid_client`: a registered client's id without its secret, or with a wrong one.
@@ -158,8 +161,10 @@ pub enum AccessErrorResponse {
         Json<Detail>,
         #[oai(header = "WWW-Authenticate")] Option<String>,
     ),
-    /// No bearer token (`Not authenticated`), or one that is unknown, malformed, expired
-    /// or revoked (`Invalid authentication credentials`).
+    /// No bearer token (`Not authenticated`); one that is unknown, malformed, expired or
+    /// revoked, or sent with the scheme of the other binding (`Invalid authentication
+    /// credentials`); or a DPoP-bound token without a good proof of its key (`Invalid
+    /// DPoP proof`, with the `DPoP` challenge).
     #[oai(status = 401)]
     Unauthorized(Json<Detail>, #[oai(header = "WWW-Authenticate")] String),
     /// The token lacks a scope this operation needs.
@@ -286,6 +291,9 @@ impl From<LoginError> for TokenErrorResponse {
                 let (body, challenge) = invalid_client();
                 Self::Unauthorized(body, challenge)
             }
+            LoginError::InvalidDpopProof(err) => {
+                bad_request("Invalid DPoP proof", "invalid_dpop_proof", &err.to_string())
+            }
             LoginError::TooManyAttempts(wait) => Self::TooManyRequests(
                 OAuthError::json(
                     json!("Too many failed login attempts"),
@@ -308,14 +316,22 @@ impl From<AccessError> for AccessErrorResponse {
             AccessError::NotAuthenticated => {
                 Self::Unauthorized(Detail::json("Not authenticated"), "Bearer".into())
             }
-            AccessError::InvalidToken => Self::Unauthorized(
+            AccessError::InvalidToken(scheme) => Self::Unauthorized(
                 Detail::json("Invalid authentication credentials"),
-                r#"Bearer error="invalid_token""#.into(),
+                format!(r#"{} error="invalid_token""#, challenge_scheme(scheme)),
             ),
-            AccessError::InsufficientScope(scope) => Self::Forbidden(
+            AccessError::InvalidDpopProof(_) => Self::Unauthorized(
+                Detail::json("Invalid DPoP proof"),
+                format!(
+                    r#"DPoP error="invalid_dpop_proof", algs="{}""#,
+                    ALGORITHMS.join(" ")
+                ),
+            ),
+            AccessError::InsufficientScope(scope, scheme) => Self::Forbidden(
                 Detail::json("Not enough permissions"),
                 format!(
-                    r#"Bearer error="insufficient_scope", scope="{}""#,
+                    r#"{} error="insufficient_scope", scope="{}""#,
+                    challenge_scheme(scheme),
                     scope.name()
                 ),
             ),
@@ -527,6 +543,14 @@ impl From<SecondFactorError> for TotpRemoveErrorResponse {
             }
             SecondFactorAnswer::Unavailable(detail, retry) => Self::Unavailable(detail, retry),
         }
+    }
+}
+
+/// The authentication scheme a challenge names: the one the token was sent with.
+fn challenge_scheme(token_type: TokenType) -> &'static str {
+    match token_type {
+        TokenType::Bearer => "Bearer",
+        TokenType::Dpop => "DPoP",
     }
 }
 

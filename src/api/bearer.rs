@@ -1,5 +1,6 @@
-//! The OAuth2 password-flow security scheme, and reading the bearer token out of the
-//! `Authorization` header (RFC 6750, section 2.1; never from the query string).
+//! The OAuth2 password-flow security scheme, and reading the access token out of the
+//! `Authorization` header (RFC 6750, section 2.1; never from the query string): a bearer
+//! token, or a DPoP-bound one with the request's `DPoP` proof (RFC 9449, section 7).
 
 use poem::{
     Request, RequestBody,
@@ -13,7 +14,7 @@ use poem_openapi::{
 use std::sync::Arc;
 
 use crate::{
-    auth::{AccessError, Outcome},
+    auth::{AccessError, DpopHeader, DpopRequest, Outcome, TokenType},
     error::AccessErrorResponse,
     metrics::Metrics,
     scope::Scope,
@@ -22,12 +23,31 @@ use crate::{
 /// The scheme's name in the OpenAPI document, as in FastAPI's tutorial.
 const SCHEME_NAME: &str = "OAuth2PasswordBearer";
 
-/// The raw token of an `Authorization: Bearer <token>` header; not yet checked.
-pub struct BearerToken(String);
+/// The `DPoP` header name (RFC 9449, section 4.1).
+const DPOP: &str = "dpop";
+
+/// The raw token of an `Authorization: Bearer <token>` or `Authorization: DPoP <token>`
+/// header; not yet checked.
+pub struct BearerToken {
+    token: String,
+    scheme: TokenType,
+    /// For the `DPoP` scheme, once read from a whole request: its proof, method and path.
+    dpop: Option<DpopRequest>,
+}
 
 impl BearerToken {
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.token
+    }
+
+    /// The scheme the token came with.
+    pub fn scheme(&self) -> TokenType {
+        self.scheme
+    }
+
+    /// What the request's DPoP proof must match, when the token came as `DPoP`.
+    pub fn dpop(&self) -> Option<&DpopRequest> {
+        self.dpop.as_ref()
     }
 
     /// Reads the request's `Authorization` headers. More than one is refused: a proxy
@@ -41,24 +61,58 @@ impl BearerToken {
         Self::from_header(first.map(|v| v.as_bytes()))
     }
 
-    /// Reads the header: the scheme is case-insensitive and spaces before the token are
-    /// skipped. No header or another scheme is `NotAuthenticated`; `Bearer` with nothing
-    /// usable after it is `InvalidToken`.
+    /// Reads the header: the scheme (`Bearer` or `DPoP`) is case-insensitive and spaces
+    /// before the token are skipped. No header or another scheme is `NotAuthenticated`;
+    /// a scheme with nothing usable after it is `InvalidToken`.
     pub fn from_header(value: Option<&[u8]>) -> Result<Self, AccessError> {
         let value = value.ok_or(AccessError::NotAuthenticated)?;
         let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
             Some(space) => value.split_at(space),
             None => (value, &b""[..]),
         };
-        if !scheme.eq_ignore_ascii_case(b"bearer") {
+        let scheme = if scheme.eq_ignore_ascii_case(b"bearer") {
+            TokenType::Bearer
+        } else if scheme.eq_ignore_ascii_case(DPOP.as_bytes()) {
+            TokenType::Dpop
+        } else {
             return Err(AccessError::NotAuthenticated);
-        }
-        let token =
-            std::str::from_utf8(rest.trim_ascii()).map_err(|_| AccessError::InvalidToken)?;
+        };
+        let token = std::str::from_utf8(rest.trim_ascii())
+            .map_err(|_| AccessError::InvalidToken(scheme))?;
         if token.is_empty() {
-            return Err(AccessError::InvalidToken);
+            return Err(AccessError::InvalidToken(scheme));
         }
-        Ok(Self(token.to_owned()))
+        Ok(Self {
+            token: token.to_owned(),
+            scheme,
+            dpop: None,
+        })
+    }
+
+    /// Reads the token of a whole request, with its proof when it came as `DPoP`.
+    fn from_request(req: &Request) -> Result<Self, AccessError> {
+        let mut token = Self::from_headers(req.headers())?;
+        if token.scheme == TokenType::Dpop {
+            token.dpop = Some(DpopRequest {
+                header: dpop_header(req.headers()),
+                method: req.method().as_str().to_owned(),
+                path: req.uri().path().to_owned(),
+            });
+        }
+        Ok(token)
+    }
+}
+
+/// The request's `DPoP` header: exactly one, non-empty, text, or else unusable.
+pub fn dpop_header(headers: &HeaderMap) -> DpopHeader {
+    let mut values = headers.get_all(DPOP).iter();
+    match (values.next(), values.next()) {
+        (None, _) => DpopHeader::Absent,
+        (Some(value), None) => match value.to_str().map(str::trim) {
+            Ok(proof) if !proof.is_empty() => DpopHeader::Proof(proof.to_owned()),
+            _ => DpopHeader::Unusable,
+        },
+        (Some(_), Some(_)) => DpopHeader::Unusable,
     }
 }
 
@@ -107,7 +161,7 @@ impl<'a> ApiExtractor<'a> for BearerToken {
         _body: &mut RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        Self::from_headers(req.headers()).map_err(|err| {
+        Self::from_request(req).map_err(|err| {
             if let Some(metrics) = req.data::<Arc<Metrics>>() {
                 metrics.bearer_check(err.outcome());
             }
@@ -139,7 +193,7 @@ mod tests {
     use super::*;
 
     fn parse(value: &str) -> Result<String, AccessError> {
-        BearerToken::from_header(Some(value.as_bytes())).map(|t| t.0)
+        BearerToken::from_header(Some(value.as_bytes())).map(|t| t.token)
     }
 
     #[test]
@@ -165,10 +219,24 @@ mod tests {
 
     #[test]
     fn bearer_with_nothing_after_it_is_an_invalid_token() {
-        assert!(matches!(parse("Bearer"), Err(AccessError::InvalidToken)));
+        assert!(matches!(
+            parse("Bearer"),
+            Err(AccessError::InvalidToken(TokenType::Bearer))
+        ));
         assert!(matches!(
             parse("Bearer    "),
-            Err(AccessError::InvalidToken)
+            Err(AccessError::InvalidToken(TokenType::Bearer))
         ));
+        assert!(matches!(
+            parse("DPoP "),
+            Err(AccessError::InvalidToken(TokenType::Dpop))
+        ));
+    }
+
+    #[test]
+    fn the_dpop_scheme_is_read_case_insensitively() {
+        let token = BearerToken::from_header(Some(b"dpop  abc")).unwrap();
+        assert_eq!(token.as_str(), "abc");
+        assert_eq!(token.scheme(), TokenType::Dpop);
     }
 }

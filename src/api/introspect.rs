@@ -126,7 +126,8 @@ struct IntrospectionBody {
     /// Its user.
     #[oai(skip_serializing_if_is_none)]
     username: Option<String>,
-    /// `Bearer`, for an access token; absent for a refresh token.
+    /// `Bearer`, or `DPoP` for a DPoP-bound one, for an access token; absent for a
+    /// refresh token.
     #[oai(skip_serializing_if_is_none)]
     token_type: Option<String>,
     /// `access_token`, or `refresh_token` (described only when asked for with
@@ -152,6 +153,16 @@ struct IntrospectionBody {
     /// The client the login named, if any.
     #[oai(skip_serializing_if_is_none)]
     client_id: Option<String>,
+    /// For a DPoP-bound token: the key it is bound to (RFC 9449, section 6.2).
+    #[oai(skip_serializing_if_is_none)]
+    cnf: Option<Confirmation>,
+}
+
+/// A token's confirmation method (RFC 7800): the DPoP key it is bound to.
+#[derive(Object)]
+struct Confirmation {
+    /// The key's RFC 7638 SHA-256 thumbprint, base64url.
+    jkt: String,
 }
 
 impl From<Option<Introspection>> for IntrospectionBody {
@@ -169,6 +180,7 @@ impl From<Option<Introspection>> for IntrospectionBody {
                 iss: None,
                 amr: None,
                 client_id: None,
+                cnf: None,
             };
         };
         Self {
@@ -176,13 +188,17 @@ impl From<Option<Introspection>> for IntrospectionBody {
             scope: Some(found.scopes.to_string()),
             sub: Some(found.username.clone()),
             username: Some(found.username),
-            token_type: (found.token_use == TokenUse::AccessToken).then(|| "Bearer".into()),
+            token_type: (found.token_use == TokenUse::AccessToken).then(|| match found.dpop_jkt {
+                Some(_) => "DPoP".into(),
+                None => "Bearer".into(),
+            }),
             token_use: Some(found.token_use.name().into()),
             exp: Some(found.expires_at),
             iat: Some(found.issued_at),
             iss: Some(found.issuer),
             amr: Some(found.amr),
             client_id: found.client_id,
+            cnf: found.dpop_jkt.map(|jkt| Confirmation { jkt }),
         }
     }
 }

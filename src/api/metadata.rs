@@ -6,7 +6,10 @@ use std::sync::Arc;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use super::{ApiTags, introspect};
-use crate::{auth::Auth, scope::Scope};
+use crate::{
+    auth::{Auth, dpop},
+    scope::Scope,
+};
 
 /// The endpoints' paths, as the operations declare them.
 pub const TOKEN_PATH: &str = "/token";
@@ -30,6 +33,8 @@ struct Metadata {
     token_endpoint_auth_methods_supported: Vec<String>,
     revocation_endpoint_auth_methods_supported: Vec<String>,
     introspection_endpoint_auth_methods_supported: Vec<String>,
+    /// The algorithms a DPoP proof may be signed with (RFC 9449, section 5.1).
+    dpop_signing_alg_values_supported: Vec<String>,
 }
 
 #[derive(ApiResponse)]
@@ -71,6 +76,7 @@ impl MetadataApi {
             token_endpoint_auth_methods_supported: strings(["none"]),
             revocation_endpoint_auth_methods_supported: strings(["none"]),
             introspection_endpoint_auth_methods_supported: strings(introspect::AUTH_METHODS),
+            dpop_signing_alg_values_supported: strings(dpop::ALGORITHMS),
         }))
     }
 }

@@ -12,11 +12,11 @@ use poem_openapi::{
 };
 use secrecy::SecretString;
 
-use super::{ApiTags, form::UrlEncoded, introspect::BasicCredentials};
+use super::{ApiTags, bearer::dpop_header, form::UrlEncoded, introspect::BasicCredentials};
 use crate::{
     auth::{
-        Auth, ClientCredentials, GrantType, IssuedToken, LoginError, LoginRequest, RefreshRequest,
-        devices::DEVICE_COOKIE_LIFETIME,
+        Auth, ClientCredentials, DpopRequest, GrantType, IssuedToken, LoginError, LoginRequest,
+        RefreshRequest, TokenType, devices::DEVICE_COOKIE_LIFETIME,
     },
     error::TokenErrorResponse,
     scope::Scopes,
@@ -87,9 +87,10 @@ struct RevocationForm {
 #[derive(Object)]
 #[oai(rename = "Token", example)]
 struct TokenBody {
-    /// The opaque token to send as `Authorization: Bearer <token>`.
+    /// The opaque token to send as `Authorization: Bearer <token>` (or `DPoP <token>`).
     access_token: String,
-    /// Always `bearer`.
+    /// `bearer`, or `DPoP` when the request carried a DPoP proof: the tokens are then
+    /// bound to its key (RFC 9449).
     token_type: String,
     /// Seconds until the access token expires.
     expires_in: u64,
@@ -118,7 +119,10 @@ impl From<IssuedToken> for TokenBody {
     fn from(issued: IssuedToken) -> Self {
         Self {
             access_token: issued.access_token,
-            token_type: "bearer".into(),
+            token_type: match issued.token_type {
+                TokenType::Bearer => "bearer".into(),
+                TokenType::Dpop => "DPoP".into(),
+            },
             expires_in: issued.expires_in.as_secs(),
             refresh_token: issued.refresh_token,
             scope: (!issued.scopes.is_empty()).then(|| issued.scopes.to_string()),
@@ -162,6 +166,7 @@ enum Grant {
 fn grant(
     form: &UrlEncoded<TokenForm>,
     request: &Request,
+    dpop: DpopRequest,
     enabled: &[GrantType],
 ) -> Result<Grant, LoginError> {
     let grant_type = form
@@ -182,9 +187,10 @@ fn grant(
             form,
             BasicCredentials::from_request(request),
             device_cookie(request),
+            dpop,
         )
         .map(Grant::Password),
-        GrantType::RefreshToken => refresh_request(form).map(Grant::Refresh),
+        GrantType::RefreshToken => refresh_request(form, dpop).map(Grant::Refresh),
     }
 }
 
@@ -192,6 +198,7 @@ fn password_request(
     form: &UrlEncoded<TokenForm>,
     basic: BasicCredentials,
     device: Option<String>,
+    dpop: DpopRequest,
 ) -> Result<LoginRequest, LoginError> {
     let [username, password, scope, client_id, client_secret, totp] = form
         .get_all([
@@ -211,6 +218,7 @@ fn password_request(
         client: client_credentials(basic, client_id, client_secret),
         device,
         totp: totp.map(SecretString::from),
+        dpop,
     })
 }
 
@@ -266,7 +274,10 @@ fn client_credentials(
     }
 }
 
-fn refresh_request(form: &UrlEncoded<TokenForm>) -> Result<RefreshRequest, LoginError> {
+fn refresh_request(
+    form: &UrlEncoded<TokenForm>,
+    dpop: DpopRequest,
+) -> Result<RefreshRequest, LoginError> {
     let [refresh_token, scope, _, _] = form
         .get_all([
             ("refresh_token", true),
@@ -281,6 +292,7 @@ fn refresh_request(form: &UrlEncoded<TokenForm>) -> Result<RefreshRequest, Login
             .map(Scopes::parse)
             .transpose()
             .map_err(LoginError::InvalidScope)?,
+        dpop,
     })
 }
 
@@ -298,7 +310,9 @@ impl TokenApi {
     /// password (`secret123456`: Swagger UI's Authorize dialog has no field for it).
     /// `grant_type=refresh_token` exchanges a refresh token for a new pair; the one sent
     /// is spent, and sending it again later ends the whole session. Errors follow RFC
-    /// 6749: `error` and `error_description`, plus FastAPI's `detail`.
+    /// 6749: `error` and `error_description`, plus FastAPI's `detail`. With a `DPoP`
+    /// header holding a proof (RFC 9449), the tokens are bound to its key (`token_type`
+    /// `DPoP`), and refreshing them needs a proof of the same key.
     #[oai(path = "/token", method = "post", operation_id = "login")]
     async fn login(
         &self,
@@ -307,7 +321,12 @@ impl TokenApi {
         request: &Request,
     ) -> Result<TokenResponse, TokenErrorResponse> {
         let client = remote.as_socket_addr().map(|addr| addr.ip());
-        let mut issued = match grant(&form, request, &self.auth.grant_types()) {
+        let dpop = DpopRequest {
+            header: dpop_header(request.headers()),
+            method: request.method().as_str().to_owned(),
+            path: request.uri().path().to_owned(),
+        };
+        let mut issued = match grant(&form, request, dpop, &self.auth.grant_types()) {
             Ok(Grant::Password(request)) => self.auth.login(request, client).await?,
             Ok(Grant::Refresh(request)) => self.auth.refresh(request, client).await?,
             Err(err) => {

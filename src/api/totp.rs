@@ -90,7 +90,7 @@ impl TotpApi {
     /// again while pending replaces it. 409 while one is active.
     #[oai(path = "/users/me/totp", method = "post", operation_id = "enrol_totp")]
     async fn enrol(&self, token: BearerToken) -> Result<EnrolResponse, TotpEnrolErrorResponse> {
-        let enrolment = self.auth.enrol_totp(token.as_str()).await?;
+        let enrolment = self.auth.enrol_totp(token.as_str(), token.dpop()).await?;
         Ok(EnrolResponse::Ok(
             Json(enrolment.into()),
             "no-store".into(),
@@ -115,7 +115,7 @@ impl TotpApi {
     ) -> Result<ChangeResponse, TotpConfirmErrorResponse> {
         let client = remote.as_socket_addr().map(|addr| addr.ip());
         self.auth
-            .confirm_totp(token.as_str(), code(&form), client)
+            .confirm_totp(token.as_str(), token.dpop(), code(&form), client)
             .await?;
         Ok(status("active"))
     }
@@ -137,7 +137,7 @@ impl TotpApi {
     ) -> Result<ChangeResponse, TotpRemoveErrorResponse> {
         let client = remote.as_socket_addr().map(|addr| addr.ip());
         self.auth
-            .remove_totp(token.as_str(), code(&form), client)
+            .remove_totp(token.as_str(), token.dpop(), code(&form), client)
             .await?;
         Ok(status("removed"))
     }

@@ -11,7 +11,11 @@ use serde::Serialize;
 
 use super::ApiTags;
 use crate::{
-    api::bearer::BearerToken, auth::Auth, error::AccessErrorResponse, scope::Scope, users::User,
+    api::bearer::BearerToken,
+    auth::{Auth, TokenType},
+    error::AccessErrorResponse,
+    scope::Scope,
+    users::User,
 };
 
 /// The route [`me_from_cache`] answers.
@@ -27,6 +31,10 @@ pub fn me_from_cache(auth: &Auth, request: &Parts) -> Option<Response> {
         return None;
     }
     let token = BearerToken::from_headers(&request.headers).ok()?;
+    // A DPoP request needs its proof checked: the full path does that.
+    if token.scheme() != TokenType::Bearer {
+        return None;
+    }
     let body = auth.with_cached_user(token.as_str(), |user| {
         serde_json::to_vec(&UserJson {
             username: &user.username,
@@ -112,10 +120,14 @@ pub struct UsersApi {
 impl UsersApi {
     /// The current user
     ///
-    /// Needs a live bearer token of an active user; no scope.
+    /// Needs a live bearer token of an active user (or a DPoP-bound one, sent as
+    /// `Authorization: DPoP` with a proof); no scope.
     #[oai(path = "/users/me", method = "get", operation_id = "read_users_me")]
     async fn me(&self, token: BearerToken) -> Result<MeResponse, AccessErrorResponse> {
-        let user = self.auth.current_user(token.as_str(), None).await?;
+        let user = self
+            .auth
+            .current_user(token.as_str(), token.dpop(), None)
+            .await?;
         Ok(MeResponse::Ok(Json(user.into())))
     }
 
@@ -133,7 +145,7 @@ impl UsersApi {
     ) -> Result<ItemsResponse, AccessErrorResponse> {
         let user = self
             .auth
-            .current_user(token.as_str(), Some(Scope::Items))
+            .current_user(token.as_str(), token.dpop(), Some(Scope::Items))
             .await?;
         Ok(ItemsResponse::Ok(Json(vec![Item {
             item_id: "Foo".into(),

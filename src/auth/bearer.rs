@@ -1,9 +1,11 @@
-//! A bearer token to its user (RFC 6750): the token cache first, the database on a miss.
+//! An access token to its user: a bearer token (RFC 6750), or a DPoP-bound one with the
+//! proof of its key (RFC 9449); the token cache first, the database on a miss.
 
 use std::{sync::Arc, time::SystemTime};
 
 use super::{
     AccessError, Auth,
+    dpop::{DpopRequest, ProofError, TokenType},
     token::{self, TokenDigest},
 };
 use crate::{metrics::Metrics, scope::Scope, store::unix_millis, users};
@@ -11,21 +13,24 @@ use crate::{metrics::Metrics, scope::Scope, store::unix_millis, users};
 impl Auth {
     /// The user holding access token `token`, if the token is live, carries `required`
     /// (when given), and the user is active. The scopes that count are those granted
-    /// with the token that the user still has.
+    /// with the token that the user still has. `dpop`: the request came as
+    /// `Authorization: DPoP`, with this proof; otherwise as `Bearer`. A token bound to a
+    /// key is good only with a proof of that key, an unbound one only as `Bearer`.
     pub async fn current_user(
         &self,
         token: &str,
+        dpop: Option<&DpopRequest>,
         required: Option<Scope>,
     ) -> Result<users::User, AccessError> {
-        let result = self.check_bearer(token, required).await;
+        let result = self.check_access(token, dpop, required).await;
         self.observe(result.as_ref().map(|_| "ok"), Metrics::bearer_check);
         result
     }
 
-    /// Calls `answer` with the user behind `token` when the token cache alone can say:
-    /// a token checked lately, of a user still active, with nothing changed since; and
-    /// counts the check. `None`, not counted, means "ask [`Auth::current_user`]", which
-    /// answers every case.
+    /// Calls `answer` with the user behind bearer token `token` when the token cache alone
+    /// can say: an unbound token checked lately, of a user still active, with nothing
+    /// changed since; and counts the check. `None`, not counted, means "ask
+    /// [`Auth::current_user`]", which answers every case.
     pub fn with_cached_user<R>(
         &self,
         token: &str,
@@ -36,7 +41,8 @@ impl Auth {
         }
         let now = unix_millis(SystemTime::now());
         let live = self.tokens.peek(&TokenDigest::of(token), now)?;
-        if live.user.disabled {
+        // A bound token sent as a bearer token is refused, by the full path.
+        if live.user.disabled || live.dpop_jkt.is_some() {
             return None;
         }
         self.tokens.hit();
@@ -44,13 +50,18 @@ impl Auth {
         Some(answer(&live.user))
     }
 
-    async fn check_bearer(
+    async fn check_access(
         &self,
         token: &str,
+        dpop: Option<&DpopRequest>,
         required: Option<Scope>,
     ) -> Result<users::User, AccessError> {
+        let scheme = match dpop {
+            Some(_) => TokenType::Dpop,
+            None => TokenType::Bearer,
+        };
         if !token::is_well_formed(token) {
-            return Err(AccessError::InvalidToken);
+            return Err(AccessError::InvalidToken(scheme));
         }
         let digest = TokenDigest::of(token);
         let now = unix_millis(SystemTime::now());
@@ -62,12 +73,26 @@ impl Auth {
                     .store
                     .find_live_token(digest.as_bytes(), now)
                     .await?
-                    .ok_or(AccessError::InvalidToken)?;
+                    .ok_or(AccessError::InvalidToken(scheme))?;
                 let live = Arc::new(live);
                 self.tokens.insert(digest, live.clone(), started);
                 live
             }
         };
+        // The token is checked before the proof: an unknown token, or an unbound one sent
+        // as DPoP, is `invalid_token` whatever the proof.
+        match (dpop, &live.dpop_jkt) {
+            (None, None) => {}
+            (None, Some(_)) | (Some(_), None) => return Err(AccessError::InvalidToken(scheme)),
+            (Some(request), Some(bound)) => {
+                let key = self
+                    .resource_request_key(request, token)
+                    .map_err(AccessError::InvalidDpopProof)?;
+                if key != *bound {
+                    return Err(AccessError::InvalidDpopProof(ProofError::WrongKey));
+                }
+            }
+        }
         let user = &live.user;
         if let Some(scope) = required
             && !live
@@ -75,7 +100,7 @@ impl Auth {
                 .intersection(&user.allowed_scopes())
                 .contains(scope)
         {
-            return Err(AccessError::InsufficientScope(scope));
+            return Err(AccessError::InsufficientScope(scope, scheme));
         }
         if user.disabled {
             return Err(AccessError::InactiveUser);

@@ -167,6 +167,7 @@ mod tests {
             expires_at: i64::MAX,
             client_id: None,
             amr: None,
+            dpop_jkt: None,
         })
     }
 

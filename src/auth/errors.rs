@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-use super::{GrantType, throttle::Refusal};
+use super::{
+    GrantType,
+    dpop::{ProofError, TokenType},
+    throttle::Refusal,
+};
 use crate::scope::{Scope, UnknownScope};
 
 /// A form field that is wrong in a way RFC 6749 calls `invalid_request`.
@@ -50,6 +54,9 @@ pub enum LoginError {
     InvalidClient,
     #[error("too many failed logins")]
     TooManyAttempts(Duration),
+    /// The DPoP proof does not hold, or does not fit the session (RFC 9449).
+    #[error("invalid DPoP proof: {0}")]
+    InvalidDpopProof(#[from] ProofError),
     #[error("database unavailable: {0}")]
     Unavailable(#[from] sqlx::Error),
 }
@@ -128,22 +135,28 @@ impl Outcome for LoginError {
             LoginError::SecondFactorRequired => "second_factor_required",
             LoginError::IncorrectOneTimeCode => "second_factor_failed",
             LoginError::TooManyAttempts(_) => "throttled",
+            LoginError::InvalidDpopProof(_) => "invalid_dpop_proof",
             LoginError::Unavailable(_) => "unavailable",
         }
     }
 }
 
-/// Why a bearer token does not give access.
+/// Why an access token does not give access. The token type is the scheme it was sent
+/// with, which the challenge names.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
     #[error("no bearer token")]
     NotAuthenticated,
     #[error("more than one Authorization header")]
     InvalidRequest,
+    /// Unknown, expired or revoked; or sent with the scheme of the other binding.
     #[error("invalid token")]
-    InvalidToken,
+    InvalidToken(TokenType),
+    /// A DPoP-bound token without a proof of its key (RFC 9449, section 7).
+    #[error("invalid DPoP proof: {0}")]
+    InvalidDpopProof(ProofError),
     #[error("the token lacks the {0:?} scope")]
-    InsufficientScope(Scope),
+    InsufficientScope(Scope, TokenType),
     #[error("inactive user")]
     InactiveUser,
     #[error("database unavailable: {0}")]
@@ -159,8 +172,9 @@ impl Outcome for AccessError {
         match self {
             AccessError::NotAuthenticated => "not_authenticated",
             AccessError::InvalidRequest => "invalid_request",
-            AccessError::InvalidToken => "invalid_token",
-            AccessError::InsufficientScope(_) => "insufficient_scope",
+            AccessError::InvalidToken(_) => "invalid_token",
+            AccessError::InvalidDpopProof(_) => "invalid_dpop_proof",
+            AccessError::InsufficientScope(..) => "insufficient_scope",
             AccessError::InactiveUser => "inactive_user",
             AccessError::Unavailable(_) => "unavailable",
         }

@@ -46,6 +46,8 @@ pub struct Introspection {
     pub issuer: String,
     /// How the session's login authenticated the user (RFC 8176): `pwd`, and `otp`.
     pub amr: Vec<String>,
+    /// The thumbprint of the DPoP key the token is bound to, if any.
+    pub dpop_jkt: Option<String>,
 }
 
 impl Auth {
@@ -105,6 +107,7 @@ impl Auth {
             client_id: live.client_id,
             issuer: self.issuer.clone(),
             amr: Amr::methods(live.amr.as_deref()),
+            dpop_jkt: live.dpop_jkt,
         }))
     }
 
@@ -141,6 +144,7 @@ impl Auth {
             client_id: record.client_id,
             issuer: self.issuer.clone(),
             amr: Amr::methods(record.amr.as_deref()),
+            dpop_jkt: record.dpop_jkt,
         }))
     }
 }

@@ -8,6 +8,7 @@ use std::{
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::dpop::{DpopRequest, TokenType};
 use super::{
     Amr, Auth, IssuedToken, LoginError, MAX_CLIENT_ID_LEN, MAX_PASSWORD_LEN, MAX_USERNAME_LEN,
     loggable, password::Verdict, throttle::Subject, token::NewToken,
@@ -30,6 +31,8 @@ pub struct LoginRequest {
     pub device: Option<String>,
     /// The one-time code (form field `totp`), for a user with a second factor.
     pub totp: Option<SecretString>,
+    /// The request's DPoP proof, if any: the session is then bound to its key.
+    pub dpop: DpopRequest,
 }
 
 /// A client id, with the secret that came with it (HTTP Basic or the form), if any.
@@ -76,6 +79,8 @@ impl Auth {
         request: LoginRequest,
         address: IpAddr,
     ) -> Result<IssuedToken, LoginError> {
+        // A malformed request: refused before any password work, and not a failed login.
+        let dpop_jkt = self.token_request_key(&request.dpop)?;
         let client_id = self.login_client(request.client, address).await?;
         let username = request.username.as_str();
         if username.len() > MAX_USERNAME_LEN
@@ -134,7 +139,13 @@ impl Auth {
 
         let scopes = request.scopes.intersection(&user.allowed_scopes());
         let mut issued = self
-            .start_session(&user, client_id.as_deref(), scopes, amr)
+            .start_session(
+                &user,
+                client_id.as_deref(),
+                scopes,
+                amr,
+                dpop_jkt.as_deref(),
+            )
             .await?;
         issued.device_cookie = self.remember_device(device, user.id).await?;
         Ok(issued)
@@ -167,6 +178,7 @@ impl Auth {
         client_id: Option<&str>,
         scopes: Scopes,
         amr: Amr,
+        dpop_jkt: Option<&str>,
     ) -> Result<IssuedToken, sqlx::Error> {
         let now = SystemTime::now();
         let access = NewToken::generate();
@@ -184,6 +196,7 @@ impl Auth {
                     expires_at: unix_millis(now + session_ttl),
                     max_per_user: self.max_sessions_per_user,
                     amr: amr.stored(),
+                    dpop_jkt,
                 },
                 NewAccessToken {
                     digest: access.digest.as_bytes(),
@@ -199,6 +212,7 @@ impl Auth {
             scopes,
             refresh_token: refresh.map(|token| token.token),
             device_cookie: None,
+            token_type: TokenType::of_binding(dpop_jkt),
         })
     }
 }

@@ -2,13 +2,15 @@
 //! common. Each flow has a file of its own: `login.rs` (the password grant), `refresh.rs`
 //! (the refresh grant), `bearer.rs` (a bearer token to a user), `revocation.rs` (RFC 7009),
 //! `introspection.rs` (RFC 7662, with client authentication), `second_factor.rs` (TOTP,
-//! RFC 6238). Talks to the database
+//! RFC 6238), `dpop.rs` (RFC 9449 proofs that bind tokens to a client's key),
+//! `devices.rs` (trusted-device cookies). Talks to the database
 //! through [`Store`] only, and knows nothing of HTTP.
 
 mod bearer;
 pub mod cache;
 pub mod clients;
 pub mod devices;
+pub mod dpop;
 mod errors;
 mod introspection;
 mod login;
@@ -24,8 +26,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use self::{cache::TokenCache, password::Hasher, throttle::LoginThrottle};
+use self::{cache::TokenCache, dpop::ProofChecker, password::Hasher, throttle::LoginThrottle};
 pub use self::{
+    dpop::{DpopHeader, DpopRequest, ProofError, TokenType},
     errors::{
         AccessError, ClientAuthError, FieldError, FieldErrorKind, IntrospectionError, LoginError,
         Outcome,
@@ -90,6 +93,8 @@ pub struct IssuedToken {
     pub refresh_token: Option<String>,
     /// The trusted-device cookie to set (password logins only, when the feature is on).
     pub device_cookie: Option<String>,
+    /// `Dpop` when the tokens are bound to the key of the request's DPoP proof.
+    pub token_type: TokenType,
 }
 
 /// How long sessions and their refresh tokens live (RFC 9700, section 4.14.2).
@@ -128,6 +133,9 @@ pub struct Auth {
     device_cookies: bool,
     failure_window: Duration,
     issuer: String,
+    dpop: ProofChecker,
+    /// Tokens only for requests with a DPoP proof.
+    dpop_required: bool,
 }
 
 impl Auth {
@@ -151,6 +159,8 @@ impl Auth {
             device_cookies: settings.login_device_cookies,
             failure_window: settings.login_failure_window,
             issuer,
+            dpop: ProofChecker::new(settings.dpop_proof_max_age),
+            dpop_required: settings.dpop_required,
         }
     }
 
@@ -224,6 +234,7 @@ impl Auth {
     /// dead sessions, ended throttle windows). Returns how many rows went.
     pub async fn sweep(&self) -> Result<u64, sqlx::Error> {
         self.tokens.prune();
+        self.dpop.prune();
         self.store
             .delete_dead(
                 unix_millis(SystemTime::now()),

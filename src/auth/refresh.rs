@@ -8,6 +8,7 @@ use std::{
 
 use super::{
     Auth, IssuedToken, LoginError,
+    dpop::{DpopRequest, ProofError, TokenType},
     token::{self, NewToken, TokenDigest},
 };
 use crate::{
@@ -21,6 +22,8 @@ pub struct RefreshRequest {
     pub refresh_token: String,
     /// `None`: the session's scopes.
     pub scopes: Option<Scopes>,
+    /// The request's DPoP proof, if any: a bound session needs one of its key.
+    pub dpop: DpopRequest,
 }
 
 impl Auth {
@@ -47,6 +50,7 @@ impl Auth {
         let Some(_) = self.refresh.ttl else {
             return Err(LoginError::UnsupportedGrantType(self.grant_types()));
         };
+        let dpop_jkt = self.token_request_key(&request.dpop)?;
         if !token::is_well_formed(&request.refresh_token) {
             return Err(LoginError::InvalidRefreshToken);
         }
@@ -59,6 +63,9 @@ impl Auth {
                 .find_refresh_token(digest.as_bytes())
                 .await?
                 .ok_or(LoginError::InvalidRefreshToken)?;
+            // Before anything is spent or revoked: without the session's key, a bound
+            // refresh token is worth nothing, not even as a sign of theft.
+            check_binding(record.dpop_jkt.as_deref(), dpop_jkt.as_deref())?;
             let now = SystemTime::now();
             let scopes = self.refreshable(&record, request.scopes.as_ref(), unix_millis(now))?;
             let spend = match record.spent_at {
@@ -111,6 +118,7 @@ impl Auth {
                         scopes,
                         refresh_token: Some(refresh.token),
                         device_cookie: None,
+                        token_type: TokenType::of_binding(record.dpop_jkt.as_deref()),
                     });
                 }
                 Rotation::SessionEnded => return Err(LoginError::InvalidRefreshToken),
@@ -152,5 +160,19 @@ impl Auth {
     /// A spent refresh token presented again this soon is a retry, not a theft.
     fn is_retry(&self, spent_at: i64, now: i64) -> bool {
         now.saturating_sub(spent_at) < millis(self.refresh.reuse_grace)
+    }
+}
+
+/// A session's binding against the key of the refresh request's proof: a bound session
+/// needs a proof of its key; an unbound one stays unbound, so it takes no proof (binding
+/// it now would let whoever stole its refresh token lock the owner out, where the owner's
+/// next refresh would otherwise reveal the theft).
+fn check_binding(session: Option<&str>, proof: Option<&str>) -> Result<(), ProofError> {
+    match (session, proof) {
+        (None, None) => Ok(()),
+        (Some(bound), Some(key)) if bound == key => Ok(()),
+        (Some(_), None) => Err(ProofError::Missing),
+        (Some(_), Some(_)) => Err(ProofError::WrongKey),
+        (None, Some(_)) => Err(ProofError::NotBound),
     }
 }

@@ -17,7 +17,9 @@ use subtle::ConstantTimeEq;
 use totp_rs::{Builder, Secret, Totp};
 
 use super::{
-    AccessError, Auth, LoginError, Outcome, loggable,
+    AccessError, Auth, LoginError, Outcome,
+    dpop::DpopRequest,
+    loggable,
     throttle::{Attempt, Refusal, Subject},
 };
 use crate::{
@@ -309,14 +311,22 @@ impl Auth {
 
     /// `POST /users/me/totp`: a new pending secret for the token's user, replacing a
     /// pending one; refused while one is active.
-    pub async fn enrol_totp(&self, token: &str) -> Result<Enrolment, SecondFactorError> {
-        let result = self.try_enrol_totp(token).await;
+    pub async fn enrol_totp(
+        &self,
+        token: &str,
+        dpop: Option<&DpopRequest>,
+    ) -> Result<Enrolment, SecondFactorError> {
+        let result = self.try_enrol_totp(token, dpop).await;
         self.observe(result.as_ref().map(|_| "pending"), Metrics::second_factor);
         result
     }
 
-    async fn try_enrol_totp(&self, token: &str) -> Result<Enrolment, SecondFactorError> {
-        let user = self.current_user(token, None).await?;
+    async fn try_enrol_totp(
+        &self,
+        token: &str,
+        dpop: Option<&DpopRequest>,
+    ) -> Result<Enrolment, SecondFactorError> {
+        let user = self.current_user(token, dpop, None).await?;
         let secret = new_secret();
         let otpauth_uri = otpauth_uri(&secret, &self.issuer, &user.username)
             .expect("a fresh 160-bit secret always makes a URI");
@@ -339,10 +349,13 @@ impl Auth {
     pub async fn confirm_totp(
         &self,
         token: &str,
+        dpop: Option<&DpopRequest>,
         code: Option<&str>,
         client: Option<IpAddr>,
     ) -> Result<(), SecondFactorError> {
-        let result = self.change_totp(token, code, client, Change::Confirm).await;
+        let result = self
+            .change_totp(token, dpop, code, client, Change::Confirm)
+            .await;
         self.observe(result.as_ref().map(|_| "enrolled"), Metrics::second_factor);
         result
     }
@@ -352,10 +365,13 @@ impl Auth {
     pub async fn remove_totp(
         &self,
         token: &str,
+        dpop: Option<&DpopRequest>,
         code: Option<&str>,
         client: Option<IpAddr>,
     ) -> Result<(), SecondFactorError> {
-        let result = self.change_totp(token, code, client, Change::Remove).await;
+        let result = self
+            .change_totp(token, dpop, code, client, Change::Remove)
+            .await;
         self.observe(result.as_ref().map(|_| "removed"), Metrics::second_factor);
         result
     }
@@ -366,11 +382,12 @@ impl Auth {
     async fn change_totp(
         &self,
         token: &str,
+        dpop: Option<&DpopRequest>,
         code: Option<&str>,
         client: Option<IpAddr>,
         change: Change,
     ) -> Result<(), SecondFactorError> {
-        let user = self.current_user(token, None).await?;
+        let user = self.current_user(token, dpop, None).await?;
         let factor = self.store.find_totp(user.id).await?;
         if change == Change::Confirm && factor.as_ref().is_some_and(TotpFactor::is_active) {
             return Err(SecondFactorError::AlreadyActive);

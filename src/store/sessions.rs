@@ -27,6 +27,8 @@ pub struct RefreshRecord {
     pub client_id: Option<String>,
     /// How the login authenticated the user (see `Amr::methods`).
     pub amr: Option<String>,
+    /// The thumbprint of the DPoP key the session is bound to, if any.
+    pub dpop_jkt: Option<String>,
     pub user: User,
 }
 
@@ -42,6 +44,7 @@ struct RefreshRow {
     session_revoked_at: Option<i64>,
     client_id: Option<String>,
     amr: Option<String>,
+    dpop_jkt: Option<String>,
 }
 
 /// How an attempt to issue tokens in a session ended.
@@ -88,6 +91,8 @@ pub struct NewSession<'a> {
     pub max_per_user: u32,
     /// How the login authenticated the user (RFC 8176 names, space-separated).
     pub amr: &'a str,
+    /// The thumbprint of the DPoP key every token of the session is bound to, if any.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 /// How many refresh-token rows a session keeps, the live one included: the newest spent
@@ -109,8 +114,9 @@ impl Store {
         let ended = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
-                "insert into sessions (id, user_id, scopes, client_id, started_at, refreshed_at, expires_at, amr)
-                 values ($1, $2, $3, $4, $5, $5, $6, $7)",
+                "insert into sessions (id, user_id, scopes, client_id, started_at, refreshed_at, expires_at,
+                                       amr, dpop_jkt)
+                 values ($1, $2, $3, $4, $5, $5, $6, $7, $8)",
             )
             .bind(session_id)
             .bind(session.user_id)
@@ -119,6 +125,7 @@ impl Store {
             .bind(now)
             .bind(session.expires_at)
             .bind(session.amr)
+            .bind(session.dpop_jkt)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -189,7 +196,7 @@ impl Store {
                 "select u.id, u.username, u.email, u.full_name, u.disabled, u.scopes,
                         r.session_id, r.issued_at, r.spent_at,
                         s.scopes as session_scopes, s.expires_at as session_expires_at,
-                        s.revoked_at as session_revoked_at, s.client_id, s.amr
+                        s.revoked_at as session_revoked_at, s.client_id, s.amr, s.dpop_jkt
                  from refresh_tokens r
                  join sessions s on s.id = r.session_id
                  join users u on u.id = s.user_id
@@ -208,6 +215,7 @@ impl Store {
             session_revoked: row.session_revoked_at.is_some(),
             client_id: row.client_id,
             amr: row.amr,
+            dpop_jkt: row.dpop_jkt,
             user: row.user,
         }))
     }

@@ -18,6 +18,8 @@ pub struct LiveToken {
     pub client_id: Option<String>,
     /// How its session's login authenticated the user (see `Amr::methods`).
     pub amr: Option<String>,
+    /// The thumbprint of the DPoP key the token is bound to; `None`: a bearer token.
+    pub dpop_jkt: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -29,6 +31,7 @@ struct LiveTokenRow {
     expires_at: i64,
     client_id: Option<String>,
     amr: Option<String>,
+    dpop_jkt: Option<String>,
 }
 
 impl Store {
@@ -43,7 +46,7 @@ impl Store {
             sqlx::query_as(
                 "select u.id, u.username, u.email, u.full_name, u.disabled, u.scopes,
                         t.scopes as token_scopes, t.issued_at, t.expires_at, s.client_id,
-                        s.amr
+                        s.amr, s.dpop_jkt
                  from access_tokens t
                  join users u on u.id = t.user_id
                  left join sessions s on s.id = t.session_id
@@ -61,6 +64,7 @@ impl Store {
             expires_at: row.expires_at,
             client_id: row.client_id,
             amr: row.amr,
+            dpop_jkt: row.dpop_jkt,
         }))
     }
 

@@ -298,6 +298,7 @@ both_backends! {
                 "token_endpoint_auth_methods_supported": ["none"],
                 "revocation_endpoint_auth_methods_supported": ["none"],
                 "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+                "dpop_signing_alg_values_supported": ["ES256", "EdDSA"],
             })
         );
         // Every endpoint it names is served here.

@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod devices;
 mod docs;
+mod dpop;
 mod hardening;
 mod introspection;
 mod lifecycle;

@@ -5,7 +5,13 @@ use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 
-use crate::{api, auth::Auth, config::Settings, connections, store::Store};
+use crate::{
+    api::{self, Cors},
+    auth::Auth,
+    config::Settings,
+    connections,
+    store::{ConnectError, Store},
+};
 
 /// How long requests in flight may take to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -16,7 +22,7 @@ const METRICS_CONNECTIONS: usize = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot open the database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] ConnectError),
     #[error("cannot listen on {address}: {source}")]
     Listen { address: String, source: io::Error },
 }
@@ -28,6 +34,7 @@ pub struct Server {
     auth: Arc<Auth>,
     local_addr: SocketAddr,
     max_connections: usize,
+    cors: Arc<Cors>,
 }
 
 impl Server {
@@ -42,16 +49,10 @@ impl Server {
             .await
             .map_err(listen_error)?;
         let local_addr = listener.local_addr().map_err(listen_error)?;
-        // Where it listens, with the port actually bound (PORT=0 picks one).
-        let issuer = settings.issuer.clone().unwrap_or_else(|| {
-            let host = &settings.host;
-            let port = local_addr.port();
-            if host.contains(':') {
-                format!("http://[{host}]:{port}")
-            } else {
-                format!("http://{host}:{port}")
-            }
-        });
+        let issuer = settings
+            .issuer
+            .clone()
+            .unwrap_or_else(|| default_issuer(&settings.host, local_addr.port()));
         let auth = Arc::new(Auth::new(
             store,
             settings,
@@ -73,6 +74,7 @@ impl Server {
             auth,
             local_addr,
             max_connections: connections::connection_limit(),
+            cors: Arc::new(Cors::new(&settings.cors_allowed_origins)),
         })
     }
 
@@ -109,8 +111,8 @@ impl Server {
         });
         let result = connections::serve(
             self.listener,
-            api::app(self.auth.clone()),
-            Some(api::shortcut(self.auth.clone())),
+            api::app(self.auth.clone(), self.cors.clone()),
+            Some(api::shortcut(self.auth.clone(), self.cors.clone())),
             self.max_connections,
             shutdown,
             SHUTDOWN_GRACE,
@@ -123,6 +125,35 @@ impl Server {
         }
         self.auth.store().close().await;
         result
+    }
+}
+
+/// `http://HOST:PORT`, where it listens (with the port actually bound: PORT=0 picks
+/// one). A wildcard address is no place a client can reach, so it becomes the loopback
+/// address of its family, with a warning: only `ISSUER` can say the public URL.
+fn default_issuer(host: &str, port: u16) -> String {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) if ip.is_unspecified() => Some("127.0.0.1"),
+        Ok(std::net::IpAddr::V6(ip)) if ip.is_unspecified() => Some("::1"),
+        _ => None,
+    };
+    if let Some(loopback) = loopback {
+        tracing::warn!(
+            "HOST={host} listens on every address, and ISSUER is not set: the issuer in the \
+             metadata document and introspection answers is {} for now; set ISSUER to the \
+             URL clients use (https://auth.example.com)",
+            url_of(loopback, port)
+        );
+    }
+    url_of(loopback.unwrap_or(host), port)
+}
+
+fn url_of(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("http://[{host}]:{port}")
+    } else {
+        format!("http://{host}:{port}")
     }
 }
 
@@ -164,4 +195,19 @@ pub async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_host_gives_a_loopback_issuer() {
+        assert_eq!(default_issuer("0.0.0.0", 8000), "http://127.0.0.1:8000");
+        assert_eq!(default_issuer("::", 8000), "http://[::1]:8000");
+        assert_eq!(default_issuer("[::]", 8000), "http://[::1]:8000");
+        assert_eq!(default_issuer("127.0.0.1", 8000), "http://127.0.0.1:8000");
+        assert_eq!(default_issuer("::1", 9), "http://[::1]:9");
+        assert_eq!(default_issuer("localhost", 8000), "http://localhost:8000");
+    }
 }

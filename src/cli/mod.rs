@@ -22,7 +22,7 @@ use crate::{
     config::{DatabaseSettings, Settings},
     scope::{Scope, UnknownScope},
     server,
-    store::ConnectError,
+    store::{ConnectError, Store},
 };
 
 /// Each command reads only the settings it uses: with no command, `serve` is meant, and
@@ -87,6 +87,8 @@ pub(super) enum CliError {
     Database(#[from] sqlx::Error),
     #[error("cannot open the database: {0}")]
     Connect(#[from] ConnectError),
+    #[error("cannot change the database: {0}")]
+    Write(ConnectError),
     #[error(
         "there is no terminal to ask for the password on ({0}); send it on standard input \
          with --password-stdin, e.g. printf '%s\\n' \"$PASSWORD\" | simple-oauth2 users add bob --password-stdin"
@@ -115,6 +117,17 @@ pub async fn run(cli: Cli) -> ExitCode {
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A failed change, with the file or folder named when the database cannot be written.
+pub(super) fn explain_write_error(store: &Store, err: CliError) -> CliError {
+    match err {
+        CliError::Database(err) => match store.explain_write_error(err) {
+            ConnectError::Database(err) => CliError::Database(err),
+            explained => CliError::Write(explained),
+        },
+        other => other,
     }
 }
 

@@ -229,6 +229,19 @@ impl Store {
         on_pool!(self, pool => pool.close().await)
     }
 
+    /// `err` from a change, said so that a person knows what to do when it is the
+    /// database's file or folder that cannot be written (SQLite opens a read-only file
+    /// for reading without a word).
+    pub fn explain_write_error(&self, err: sqlx::Error) -> ConnectError {
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let path = pool.connect_options().get_filename().to_owned();
+                sqlite::access_error(&path, err)
+            }
+            Pool::Postgres(_) => err.into(),
+        }
+    }
+
     /// Fails unless the database answers. On SQLite it also fails when the file could
     /// not be written (read-only, or no space left), so that shows here and not only at
     /// the next login; it writes nothing itself, which would cost every cached token.

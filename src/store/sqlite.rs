@@ -66,7 +66,7 @@ pub async fn connect(url: &str) -> Result<SqlitePool, ConnectError> {
 /// SQLite says "unable to open database file" or "attempt to write a readonly database"
 /// without a path, and the same when the folder (where its journal files go) is the
 /// cause: name the file or the folder that cannot be written.
-fn access_error(path: &Path, err: sqlx::Error) -> ConnectError {
+pub(super) fn access_error(path: &Path, err: sqlx::Error) -> ConnectError {
     let denied = match &err {
         sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::PermissionDenied,
         sqlx::Error::Database(db) => db

@@ -589,12 +589,11 @@ pub fn say_skipped(what: &str, reason: &str) {
         }
     }
 
-    let line = format!("{what} skipped: {reason}");
-    let _ = writeln!(std::io::stderr(), "\n{line}\n");
+    let _ = writeln!(std::io::stderr(), "\n{what} skipped: {reason}\n");
     SKIPPED
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push(line);
+        .push(format!("{what}: {reason}"));
     // SAFETY: atexit(3) keeps a pointer to a function that lives as long as the program.
     AT_EXIT.call_once(|| unsafe {
         libc::atexit(summarize);

@@ -1,10 +1,14 @@
 //! Settings: read from the environment (and `.env`, loaded by `main`), each with a default.
 
+mod env_file;
+
 use std::time::Duration;
 
 use clap::Args;
 
 use crate::store::DatabaseUrl;
+
+pub use self::env_file::{EnvFile, EnvFileError, Source};
 
 const DEFAULT_DATABASE_URL: &str = "sqlite:simple-oauth2.db";
 pub(crate) const DEFAULT_HOST: &str = "127.0.0.1";
@@ -95,6 +99,10 @@ pub struct Settings {
     /// How far a DPoP proof's `iat` may be from now, before or after.
     #[arg(long, env = "DPOP_PROOF_MAX_AGE", default_value = DEFAULT_DPOP_PROOF_MAX_AGE, value_parser = parse_positive_duration)]
     pub dpop_proof_max_age: Duration,
+    /// Comma-separated origins (`https://app.example.com`) whose pages may call the API
+    /// from a browser (CORS); unset, none may.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Settings {
@@ -120,6 +128,7 @@ impl Settings {
             login_device_cookies: true,
             dpop_required: false,
             dpop_proof_max_age: default_duration(DEFAULT_DPOP_PROOF_MAX_AGE),
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -143,4 +152,57 @@ fn parse_positive_duration(value: &str) -> Result<Duration, String> {
         return Err("must be longer than zero".into());
     }
     Ok(duration)
+}
+
+/// An origin as browsers send it in `Origin`: `scheme://host[:port]`, nothing after.
+/// Matched exactly, so `https://app.example.com/` (with a slash) would never match.
+fn parse_origin(value: &str) -> Result<String, String> {
+    let origin = value.trim();
+    let uri: http::Uri = origin
+        .parse()
+        .map_err(|_| format!("{origin:?} is not an origin"))?;
+    let exact = uri.scheme().is_some()
+        && uri.authority().is_some()
+        && origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| !rest.contains('/'));
+    if !exact {
+        return Err(format!(
+            "{origin:?} is not an exact origin: scheme://host[:port], with no path or slash"
+        ));
+    }
+    Ok(origin.to_owned())
+}
+
+/// An example of a good value for each setting that has no default to show.
+pub fn example_value(variable: &str) -> Option<&'static str> {
+    match variable {
+        "ISSUER" => Some("https://auth.example.com"),
+        "METRICS_ADDR" => Some("127.0.0.1:9000"),
+        "CORS_ALLOWED_ORIGINS" => Some("https://app.example.com,http://localhost:3000"),
+        "DATABASE_URL" => Some(DEFAULT_DATABASE_URL),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_exact() {
+        assert_eq!(
+            parse_origin(" https://app.example.com "),
+            Ok("https://app.example.com".into())
+        );
+        assert!(parse_origin("http://localhost:3000").is_ok());
+        for bad in [
+            "https://app.example.com/",
+            "app.example.com",
+            "*",
+            "https://a.com/x",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+    }
 }

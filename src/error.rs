@@ -565,6 +565,29 @@ pub fn payload_too_large(limit: usize) -> Response {
     .into_response()
 }
 
+/// The 400 answer for a body that is not a form (JSON, text): FastAPI's form fields must
+/// be sent as one, and a client that sent JSON needs to hear that rather than "missing
+/// username".
+pub fn not_a_form() -> Response {
+    TokenErrorResponse::BadRequest(OAuthError::json(
+        json!("The request body must be a form"),
+        "invalid_request",
+        "The parameters must be sent as a form: Content-Type \
+         application/x-www-form-urlencoded or multipart/form-data",
+    ))
+    .into_response()
+}
+
+/// The 400 answer for a `multipart/form-data` body that does not parse.
+pub fn malformed_multipart() -> Response {
+    TokenErrorResponse::BadRequest(OAuthError::json(
+        json!("The multipart form could not be read"),
+        "invalid_request",
+        "The multipart/form-data body is malformed (check its boundary)",
+    ))
+    .into_response()
+}
+
 /// The 408 answer for a body that did not arrive in time.
 pub fn body_timeout() -> Response {
     TokenErrorResponse::RequestTimeout(OAuthError::json(

@@ -5,7 +5,13 @@ use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 
-use crate::{api, auth::Auth, config::Settings, connections, store::Store};
+use crate::{
+    api::{self, Cors},
+    auth::Auth,
+    config::Settings,
+    connections,
+    store::{ConnectError, Store},
+};
 
 /// How long requests in flight may take to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -16,7 +22,7 @@ const METRICS_CONNECTIONS: usize = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot open the database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] ConnectError),
     #[error("cannot listen on {address}: {source}")]
     Listen { address: String, source: io::Error },
 }
@@ -28,6 +34,7 @@ pub struct Server {
     auth: Arc<Auth>,
     local_addr: SocketAddr,
     max_connections: usize,
+    cors: Arc<Cors>,
 }
 
 impl Server {
@@ -48,6 +55,9 @@ impl Server {
             &settings.host,
             local_addr.port(),
         );
+        if settings.issuer.is_none() {
+            warn_if_unreachable(&issuer, &settings.host);
+        }
         let auth = Arc::new(Auth::new(store, settings, issuer));
         let metrics_listener =
             match &settings.metrics_addr {
@@ -65,6 +75,7 @@ impl Server {
             auth,
             local_addr,
             max_connections: connections::connection_limit(),
+            cors: Arc::new(Cors::new(&settings.cors_allowed_origins)),
         })
     }
 
@@ -101,8 +112,8 @@ impl Server {
         });
         let result = connections::serve(
             self.listener,
-            api::app(self.auth.clone()),
-            Some(api::shortcut(self.auth.clone())),
+            api::app(self.auth.clone(), self.cors.clone()),
+            Some(api::shortcut(self.auth.clone(), self.cors.clone())),
             self.max_connections,
             shutdown,
             SHUTDOWN_GRACE,
@@ -119,20 +130,51 @@ impl Server {
 }
 
 /// The issuer identifier: `ISSUER` when set, otherwise where the service listens
-/// (`http://HOST:PORT`); without a trailing slash. The CLI names the service with it too
-/// (in `otpauth://` URIs).
+/// (`http://HOST:PORT`, a wildcard address as the loopback address of its family);
+/// without a trailing slash. The CLI names the service with it too (in `otpauth://`
+/// URIs).
 pub fn issuer(configured: Option<&str>, host: &str, port: u16) -> String {
-    let issuer = configured.map_or_else(
-        || {
-            if host.contains(':') {
-                format!("http://[{host}]:{port}")
-            } else {
-                format!("http://{host}:{port}")
-            }
-        },
-        str::to_owned,
-    );
+    let issuer = configured.map_or_else(|| default_issuer(host, port), str::to_owned);
     issuer.trim_end_matches('/').to_owned()
+}
+
+/// A wildcard address is no place a client can reach: the loopback address of its
+/// family stands in for it.
+fn loopback_for(host: &str) -> Option<&'static str> {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) if ip.is_unspecified() => Some("127.0.0.1"),
+        Ok(std::net::IpAddr::V6(ip)) if ip.is_unspecified() => Some("::1"),
+        _ => None,
+    }
+}
+
+fn unbracketed(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+fn default_issuer(host: &str, port: u16) -> String {
+    let host = unbracketed(host);
+    url_of(loopback_for(host).unwrap_or(host), port)
+}
+
+/// Only `ISSUER` can say the public URL of a service listening on every address.
+fn warn_if_unreachable(issuer: &str, host: &str) {
+    let host = unbracketed(host);
+    if loopback_for(host).is_some() {
+        tracing::warn!(
+            "HOST={host} listens on every address, and ISSUER is not set: the issuer in the \
+             metadata document and introspection answers is {issuer} for now; set ISSUER to \
+             the URL clients use (https://auth.example.com)"
+        );
+    }
+}
+
+fn url_of(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("http://[{host}]:{port}")
+    } else {
+        format!("http://{host}:{port}")
+    }
 }
 
 /// Deletes dead tokens, sessions and ended throttle windows now and then, off the
@@ -173,4 +215,19 @@ pub async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_host_gives_a_loopback_issuer() {
+        assert_eq!(default_issuer("0.0.0.0", 8000), "http://127.0.0.1:8000");
+        assert_eq!(default_issuer("::", 8000), "http://[::1]:8000");
+        assert_eq!(default_issuer("[::]", 8000), "http://[::1]:8000");
+        assert_eq!(default_issuer("127.0.0.1", 8000), "http://127.0.0.1:8000");
+        assert_eq!(default_issuer("::1", 9), "http://[::1]:9");
+        assert_eq!(default_issuer("localhost", 8000), "http://localhost:8000");
+    }
 }

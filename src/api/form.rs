@@ -1,10 +1,11 @@
-//! A lenient `application/x-www-form-urlencoded` body: documented from a schema type, but
+//! A lenient form body, `application/x-www-form-urlencoded` or `multipart/form-data` (as
+//! FastAPI's `OAuth2PasswordRequestForm` takes both): documented from a schema type, but
 //! parsed into plain fields that never fail, so that a malformed request is answered in
 //! the OAuth2 error format instead of the framework's.
 
 use std::marker::PhantomData;
 
-use poem::{Request, RequestBody};
+use poem::{FromRequest, Request, RequestBody, web::Multipart};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ExtractParamOptions,
     payload::{Form, Payload},
@@ -12,11 +13,17 @@ use poem_openapi::{
     types::Type,
 };
 
-use crate::auth::{FieldError, FieldErrorKind};
+use crate::{
+    auth::{FieldError, FieldErrorKind},
+    error,
+};
+
+/// The media type of a multipart form.
+const MULTIPART: &str = "multipart/form-data";
 
 /// The fields of a form body, in order; documented in OpenAPI as `T`.
 pub struct UrlEncoded<T> {
-    /// `None` when the body is not a form at all (another content type, or none).
+    /// `None` when there is no body at all.
     fields: Option<Vec<(String, String)>>,
     schema: PhantomData<T>,
 }
@@ -84,34 +91,69 @@ impl<'a, T: Type> ApiExtractor<'a> for UrlEncoded<T> {
     fn request_meta() -> Option<MetaRequest> {
         Some(MetaRequest {
             description: None,
-            content: vec![MetaMediaType {
-                content_type: Form::<T>::CONTENT_TYPE,
-                schema: T::schema_ref(),
-            }],
+            content: [Form::<T>::CONTENT_TYPE, MULTIPART]
+                .into_iter()
+                .map(|content_type| MetaMediaType {
+                    content_type,
+                    schema: T::schema_ref(),
+                })
+                .collect(),
             required: true,
         })
     }
 
+    /// A request without a body has no fields (each required one is then missing); a
+    /// body that is no form (JSON, text) is refused, saying what a form is.
     async fn from_request(
         req: &'a Request,
         body: &mut RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        let is_form = req
-            .content_type()
-            .is_some_and(Form::<T>::check_content_type);
-        let fields = if is_form {
+        let content_type = req.content_type();
+        let fields = if content_type.is_some_and(Form::<T>::check_content_type) {
             let bytes = body.take()?.into_bytes().await?;
             // Parsing pairs cannot fail: bad escapes are decoded leniently.
             Some(serde_urlencoded::from_bytes(&bytes).unwrap_or_default())
-        } else {
+        } else if content_type.is_some_and(is_multipart) {
+            Some(multipart_fields(req, body).await?)
+        } else if content_type.is_none() && body.take().map_or(true, |body| body.is_empty()) {
             None
+        } else {
+            return Err(poem::Error::from_response(error::not_a_form()));
         };
         Ok(Self {
             fields,
             schema: PhantomData,
         })
     }
+}
+
+fn is_multipart(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case(MULTIPART))
+}
+
+/// Every part of a multipart form as a text field (a file's content included), in order.
+/// The body was read within the size limit before it got here.
+async fn multipart_fields(
+    req: &Request,
+    body: &mut RequestBody,
+) -> poem::Result<Vec<(String, String)>> {
+    fn malformed(_: impl std::fmt::Display) -> poem::Error {
+        poem::Error::from_response(error::malformed_multipart())
+    }
+    let mut multipart = <Multipart as FromRequest>::from_request(req, body)
+        .await
+        .map_err(malformed)?;
+    let mut fields = Vec::new();
+    while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let bytes = field.bytes().await.map_err(malformed)?;
+        fields.push((name, String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    Ok(fields)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The HTTP API: the operations, the docs, and what wraps every request (body limit,
-//! JSON for framework errors, access log).
+//! JSON for framework errors, CORS, access log).
 
 mod bearer;
+mod cors;
 mod docs;
 mod form;
 mod health;
@@ -26,6 +27,7 @@ use poem::{
 };
 use poem_openapi::{OpenApiService, Tags};
 
+pub use self::cors::Cors;
 use crate::{
     auth::Auth,
     connections::Shortcut,
@@ -58,7 +60,7 @@ enum ApiTags {
 }
 
 /// The whole service as one endpoint; `main` serves it and the tests call it.
-pub fn app(auth: Arc<Auth>) -> impl Endpoint<Output = Response> {
+pub fn app(auth: Arc<Auth>, cors: Arc<Cors>) -> impl Endpoint<Output = Response> {
     let metrics = auth.metrics().clone();
     let api = OpenApiService::new(
         (
@@ -73,29 +75,35 @@ pub fn app(auth: Arc<Auth>) -> impl Endpoint<Output = Response> {
         env!("CARGO_PKG_VERSION"),
     )
     .description(DESCRIPTION);
+    let spec = api.spec();
     let allowed = Arc::new(
-        AllowedMethods::from_openapi(&api.spec())
+        AllowedMethods::from_openapi(&spec)
             .with("/docs", "GET")
             .with("/docs/oauth-receiver.html", "GET")
+            .with("/redoc", "GET")
             .with("/openapi.json", "GET"),
     );
-    let docs = docs::routes(api.swagger_ui_html(), api.swagger_ui());
-    let spec = api.spec_endpoint();
+    let docs = docs::Docs::new(&spec, &api.swagger_ui_html(), &api.redoc_html());
+    let swagger_ui = docs.swagger_ui(api.swagger_ui());
     Route::new()
         .nest("/", api)
-        .nest("/docs", docs)
-        .at("/openapi.json", poem::get(spec))
+        .nest("/docs", swagger_ui)
+        .nest("/redoc", docs.redoc())
+        .at("/openapi.json", poem::get(docs.spec_endpoint()))
         .data(metrics.clone())
-        .around(move |ep, req| around_request(ep, req, allowed.clone(), metrics.clone()))
+        .around(move |ep, req| {
+            around_request(ep, req, allowed.clone(), metrics.clone(), cors.clone())
+        })
 }
 
 /// What [`crate::connections::serve`] answers before a request reaches [`app`]: `GET /users/me`
 /// for a token the cache holds (see [`users::me_from_cache`]). Those answers are finished
 /// like every other (headers, metrics, log line).
-pub fn shortcut(auth: Arc<Auth>) -> Shortcut {
+pub fn shortcut(auth: Arc<Auth>, cors: Arc<Cors>) -> Shortcut {
     Arc::new(move |request| {
         let started = Instant::now();
-        let response = users::me_from_cache(&auth, request)?;
+        let mut response = users::me_from_cache(&auth, request)?;
+        cors.apply(&mut response, cors.allowed_origin(&request.headers));
         Some(finish(
             response,
             users::ME,
@@ -141,18 +149,25 @@ async fn around_request<E: Endpoint>(
     req: Request,
     allowed: Arc<AllowedMethods>,
     metrics: Arc<Metrics>,
+    cors: Arc<Cors>,
 ) -> poem::Result<Response> {
     let started = Instant::now();
     let method = req.method().clone();
     // The path only: a query string could carry a token.
     let path = req.uri().path().to_owned();
-    let response = match limit_body(req).await {
-        Ok(req) => match ep.call(req).await {
-            Ok(output) => output.into_response(),
-            Err(err) => error::framework_error(err, &path, &allowed),
+    let origin = cors.allowed_origin(req.headers());
+    let preflight = cors.preflight(&method, req.headers(), origin.as_ref());
+    let mut response = match preflight {
+        Some(response) => response,
+        None => match limit_body(req).await {
+            Ok(req) => match ep.call(req).await {
+                Ok(output) => output.into_response(),
+                Err(err) => error::framework_error(err, &path, &allowed),
+            },
+            Err(response) => response,
         },
-        Err(response) => response,
     };
+    cors.apply(&mut response, origin);
     let route = allowed.route(&path).unwrap_or("unmatched");
     Ok(finish(response, route, &method, &path, started, &metrics))
 }

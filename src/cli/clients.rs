@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use clap::Subcommand;
 
 use super::{
-    CliError, audit,
+    CliError, audit, explain_write_error,
     table::{format_time, print_columns},
 };
 use crate::{
@@ -32,7 +32,9 @@ pub(super) async fn run(
         check_client_id(client_id).map_err(CliError::InvalidClientId)?;
     }
     let store = Store::connect(&database.database_url).await?;
-    let result = change_clients(&store, command).await;
+    let result = change_clients(&store, command)
+        .await
+        .map_err(|err| explain_write_error(&store, err));
     store.close().await;
     result
 }

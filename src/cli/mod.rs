@@ -2,6 +2,7 @@
 //! writing SQL. One file per subject: `serve.rs`, `users.rs`, `clients.rs`.
 
 mod clients;
+mod parse;
 mod serve;
 mod table;
 mod totp;
@@ -15,32 +16,28 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 
+pub use self::parse::{ParseError, known_settings, parse};
 use self::{clients::ClientsCommand, users::UsersCommand};
 use crate::{
     auth::{MAX_PASSWORD_LEN, loggable, password::hash_password},
     config::{DatabaseSettings, Settings},
     scope::{Scope, UnknownScope},
     server,
+    store::{ConnectError, Store},
 };
 
+/// Each command reads only the settings it uses: with no command, `serve` is meant, and
+/// its settings are `simple-oauth2 serve --help`.
 #[derive(Parser, Debug)]
-#[command(
-    name = "simple-oauth2",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "simple-oauth2", version, about)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
-    /// With no command, run the service.
-    #[command(flatten)]
-    serve: Settings,
+    command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the service (the default)
+    /// Run the service (the default: `simple-oauth2 --port 9000` is `serve --port 9000`)
     Serve(Settings),
     /// Create the database if missing, apply the migrations, and exit
     Migrate(DatabaseSettings),
@@ -89,6 +86,15 @@ pub(super) enum CliError {
     InvalidScope(#[from] UnknownScope),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("cannot open the database: {0}")]
+    Connect(#[from] ConnectError),
+    #[error("cannot change the database: {0}")]
+    Write(ConnectError),
+    #[error(
+        "there is no terminal to ask for the password on ({0}); send it on standard input \
+         with --password-stdin, e.g. printf '%s\\n' \"$PASSWORD\" | simple-oauth2 users add bob --password-stdin"
+    )]
+    NoTerminal(io::Error),
     #[error("{0}")]
     Start(#[from] server::StartError),
     #[error("{0}")]
@@ -98,12 +104,11 @@ pub(super) enum CliError {
 /// Runs the command line; errors are one line on standard error and exit code 1.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        None => serve::serve(cli.serve).await,
-        Some(Command::Serve(settings)) => serve::serve(settings).await,
-        Some(Command::Migrate(database)) => serve::migrate(&database).await,
-        Some(Command::Users { database, command }) => users::run(&database, command).await,
-        Some(Command::Clients { database, command }) => clients::run(&database, command).await,
-        Some(Command::HashPassword(input)) => read_password(&input).map(|password| {
+        Command::Serve(settings) => serve::serve(settings).await,
+        Command::Migrate(database) => serve::migrate(&database).await,
+        Command::Users { database, command } => users::run(&database, command).await,
+        Command::Clients { database, command } => clients::run(&database, command).await,
+        Command::HashPassword(input) => read_password(&input).map(|password| {
             println!("{}", hash_password(&password));
         }),
     };
@@ -113,6 +118,17 @@ pub async fn run(cli: Cli) -> ExitCode {
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A failed change, with the file or folder named when the database cannot be written.
+pub(super) fn explain_write_error(store: &Store, err: CliError) -> CliError {
+    match err {
+        CliError::Database(err) => match store.explain_write_error(err) {
+            ConnectError::Database(err) => CliError::Database(err),
+            explained => CliError::Write(explained),
+        },
+        other => other,
     }
 }
 
@@ -130,8 +146,9 @@ pub(super) fn read_password(input: &PasswordInput) -> Result<SecretString, CliEr
         let trimmed = line.trim_end_matches(['\n', '\r']).to_owned();
         SecretString::from(trimmed)
     } else {
-        let first = SecretString::from(rpassword::prompt_password("Password: ")?);
-        let second = SecretString::from(rpassword::prompt_password("Repeat password: ")?);
+        let prompt = |text| rpassword::prompt_password(text).map_err(CliError::NoTerminal);
+        let first = SecretString::from(prompt("Password: ")?);
+        let second = SecretString::from(prompt("Repeat password: ")?);
         if first.expose_secret() != second.expose_secret() {
             return Err(CliError::InvalidPassword("the two entries differ"));
         }

@@ -14,7 +14,9 @@ pub(super) async fn serve(settings: Settings) -> Result<(), CliError> {
     let server = Server::build(&settings).await?;
     // On standard output whatever RUST_LOG says: it is how to reach the service.
     let address = server.local_addr();
-    let line = format!("serving on http://{address}, docs at http://{address}/docs");
+    let database = &settings.database.database_url;
+    let line =
+        format!("serving on http://{address}, docs at http://{address}/docs, database {database}");
     match telemetry::format() {
         LogFormat::Text => println!("{line}"),
         // Shaped like the JSON log lines, so a log shipper reads it like them.
@@ -23,7 +25,11 @@ pub(super) async fn serve(settings: Settings) -> Result<(), CliError> {
             serde_json::json!({
                 "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
                 "level": "INFO",
-                "fields": {"message": line, "address": address.to_string()},
+                "fields": {
+                    "message": line,
+                    "address": address.to_string(),
+                    "database": database.to_string(),
+                },
                 "target": "simple_oauth2::cli",
             })
         ),

@@ -1,16 +1,13 @@
 //! `users ...`: adding, listing, changing and removing users, and ending their sessions.
 
-use std::{
-    collections::HashMap,
-    io::{self, Write},
-    time::SystemTime,
-};
+use std::{collections::HashMap, time::SystemTime};
 
 use clap::Subcommand;
+use secrecy::SecretString;
 
 use super::{
-    CliError, PasswordInput, audit, read_password,
-    table::{format_time, print_columns},
+    CliError, PasswordInput, audit, explain_write_error, read_password,
+    table::{format_time, print_columns, print_fields},
     totp::{self, TotpCommand},
 };
 use crate::{
@@ -85,13 +82,24 @@ pub(super) async fn run(
         check_username(username)?;
         Scopes::parse(scopes)?;
     }
+    // A new user's password is asked for before anything is created.
+    let password = match &command {
+        UsersCommand::Add { password, .. } => Some(read_password(password)?),
+        _ => None,
+    };
     let store = Store::connect(&database.database_url).await?;
-    let result = change_users(&store, command).await;
+    let result = change_users(&store, command, password)
+        .await
+        .map_err(|err| explain_write_error(&store, err));
     store.close().await;
     result
 }
 
-async fn change_users(store: &Store, command: UsersCommand) -> Result<(), CliError> {
+async fn change_users(
+    store: &Store,
+    command: UsersCommand,
+    new_password: Option<SecretString>,
+) -> Result<(), CliError> {
     let found = |done: bool, username: String, event: &'static str| {
         if done {
             audit(event, &username);
@@ -109,7 +117,10 @@ async fn change_users(store: &Store, command: UsersCommand) -> Result<(), CliErr
             disabled,
             password,
         } => {
-            let password = read_password(&password)?;
+            let password = match new_password {
+                Some(password) => password,
+                None => read_password(&password)?,
+            };
             let new_user = NewUser {
                 username: username.clone(),
                 email,
@@ -229,17 +240,14 @@ fn totp_state(active: Option<bool>) -> &'static str {
 }
 
 fn print_user(user: &User, totp: Option<bool>) {
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "username:  {}", user.username);
-    let _ = writeln!(out, "email:     {}", user.email.as_deref().unwrap_or(""));
-    let _ = writeln!(
-        out,
-        "full name: {}",
-        user.full_name.as_deref().unwrap_or("")
-    );
-    let _ = writeln!(out, "disabled:  {}", user.disabled);
-    let _ = writeln!(out, "scopes:    {}", user.allowed_scopes());
-    let _ = writeln!(out, "totp:      {}", totp_state(totp));
+    print_fields(&[
+        ("username", &user.username),
+        ("email", user.email.as_deref().unwrap_or("")),
+        ("full name", user.full_name.as_deref().unwrap_or("")),
+        ("disabled", &user.disabled.to_string()),
+        ("scopes", &user.allowed_scopes().to_string()),
+        ("totp", totp_state(totp)),
+    ]);
 }
 
 fn print_table(users: &[User], totp: &HashMap<i64, bool>) {

@@ -55,7 +55,11 @@ pub enum Pool {
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl(String);
 
+/// The schemes [`DatabaseUrl`] accepts, as people write them.
+pub const DATABASE_SCHEMES: &str = "sqlite:, postgres:// or postgresql://";
+
 impl DatabaseUrl {
+    /// A URL taken as it is (tests, tools); [`str::parse`] checks the scheme.
     pub fn new(url: impl Into<String>) -> Self {
         Self(url.into())
     }
@@ -68,26 +72,85 @@ impl DatabaseUrl {
     fn is_postgres(&self) -> bool {
         self.0.starts_with("postgres://") || self.0.starts_with("postgresql://")
     }
+
+    fn is_sqlite(&self) -> bool {
+        self.0.starts_with("sqlite:")
+    }
+}
+
+/// A `DATABASE_URL` of no supported database, with what was probably meant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("it must start with {DATABASE_SCHEMES}{hint}")]
+pub struct UnsupportedDatabaseUrl {
+    hint: String,
 }
 
 impl std::str::FromStr for DatabaseUrl {
-    type Err = std::convert::Infallible;
+    type Err = UnsupportedDatabaseUrl;
 
     fn from_str(url: &str) -> Result<Self, Self::Err> {
-        Ok(Self::new(url))
+        let url = Self::new(url);
+        if url.is_sqlite() || url.is_postgres() {
+            return Ok(url);
+        }
+        let scheme = url
+            .0
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let hint = match scheme.as_str() {
+            "postgres" | "postgresql" => {
+                format!(" (a PostgreSQL URL: {scheme}://user@host:5432/dbname)")
+            }
+            "mysql" | "mariadb" => " (MySQL and MariaDB are not supported)".to_owned(),
+            _ => ["postgres", "postgresql", "sqlite"]
+                .into_iter()
+                .find(|known| strsim::damerau_levenshtein(&scheme, known) <= 2)
+                .map(|known| {
+                    let separator = if known == "sqlite" { ":" } else { "://" };
+                    format!(" (did you mean {known}{separator}?)")
+                })
+                .unwrap_or_default(),
+        };
+        Err(UnsupportedDatabaseUrl { hint })
     }
+}
+
+/// `url` with any password replaced by `***`: in the userinfo
+/// (`scheme://user:password@host`) and in a `password=` query parameter.
+pub fn redact_url(url: &str) -> String {
+    let (address, query) = match url.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (url, None),
+    };
+    let mut redacted = match address.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((credentials, host)) => match credentials.split_once(':') {
+                Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+                None => address.to_owned(),
+            },
+            None => address.to_owned(),
+        },
+        None => address.to_owned(),
+    };
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                _ => parameter.to_owned(),
+            })
+            .collect();
+        redacted.push('?');
+        redacted.push_str(&parameters.join("&"));
+    }
+    redacted
 }
 
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // scheme://user:password@host/... -> scheme://user:***@host/...
-        if let Some((scheme, rest)) = self.0.split_once("://")
-            && let Some((credentials, host)) = rest.rsplit_once('@')
-            && let Some((user, _password)) = credentials.split_once(':')
-        {
-            return write!(f, "{scheme}://{user}:***@{host}");
-        }
-        f.write_str(&self.0)
+        f.write_str(&redact_url(&self.0))
     }
 }
 
@@ -95,6 +158,23 @@ impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "\"{self}\"")
     }
+}
+
+/// Why the database could not be opened, said so that a person knows what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Unsupported(String),
+    /// A PostgreSQL database that does not exist on a server that answers.
+    #[error(
+        "the PostgreSQL database {name:?} does not exist on {server}; create it (createdb {name}) and start again"
+    )]
+    NoSuchDatabase { name: String, server: String },
+    /// A file or folder the database needs cannot be written or read.
+    #[error("{0}")]
+    Access(String),
+    #[error("{0}")]
+    Database(#[from] sqlx::Error),
 }
 
 /// The service's database.
@@ -107,11 +187,15 @@ pub struct Store {
 impl Store {
     /// Opens the database at `url` and brings its schema up to date: a SQLite file is
     /// created (private to its owner) when missing; a PostgreSQL database must exist.
-    pub async fn connect(url: &DatabaseUrl) -> Result<Self, sqlx::Error> {
+    pub async fn connect(url: &DatabaseUrl) -> Result<Self, ConnectError> {
         let pool = if url.is_postgres() {
             Pool::Postgres(postgres::connect(url.expose()).await?)
-        } else {
+        } else if url.is_sqlite() {
             Pool::Sqlite(sqlite::connect(url.expose()).await?)
+        } else {
+            return Err(ConnectError::Unsupported(format!(
+                "DATABASE_URL must start with {DATABASE_SCHEMES}"
+            )));
         };
         Ok(Self {
             pool,
@@ -156,6 +240,19 @@ impl Store {
 
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
+    }
+
+    /// `err` from a change, said so that a person knows what to do when it is the
+    /// database's file or folder that cannot be written (SQLite opens a read-only file
+    /// for reading without a word).
+    pub fn explain_write_error(&self, err: sqlx::Error) -> ConnectError {
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let path = pool.connect_options().get_filename().to_owned();
+                sqlite::access_error(&path, err)
+            }
+            Pool::Postgres(_) => err.into(),
+        }
     }
 
     /// Fails unless the database answers. On SQLite it also fails when the file could
@@ -211,5 +308,34 @@ mod tests {
             DatabaseUrl::new("sqlite:simple-oauth2.db").to_string(),
             "sqlite:simple-oauth2.db"
         );
+    }
+
+    #[test]
+    fn a_password_in_the_query_never_shows() {
+        let url = DatabaseUrl::new("postgres://app@db/auth?sslmode=require&password=s3cr3t");
+        assert_eq!(
+            url.to_string(),
+            "postgres://app@db/auth?sslmode=require&password=***"
+        );
+        let url = DatabaseUrl::new("postgres://app:pw1@db/auth?PASSWORD=pw2");
+        assert_eq!(url.to_string(), "postgres://app:***@db/auth?PASSWORD=***");
+    }
+
+    #[test]
+    fn only_the_three_schemes_are_accepted() {
+        for good in [
+            "sqlite:x.db",
+            "sqlite::memory:",
+            "postgres://h/db",
+            "postgresql://h/db",
+        ] {
+            assert!(good.parse::<DatabaseUrl>().is_ok(), "{good}");
+        }
+        let hint = |url: &str| url.parse::<DatabaseUrl>().unwrap_err().to_string();
+        assert!(hint("postgres:mydb").contains("postgres://user@host"));
+        assert!(hint("postgress://h/db").contains("did you mean postgres://?"));
+        assert!(hint("mysql://u:pw@h/db").contains("MySQL"));
+        assert!(hint("sqlit:x.db").contains("did you mean sqlite:?"));
+        assert!(hint("simple-oauth2.db").contains(DATABASE_SCHEMES));
     }
 }

@@ -10,7 +10,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgListener, PgPoolOptions},
 };
 
-use super::changes::Changes;
+use super::{ConnectError, changes::Changes};
 
 /// The migrations in `./migrations/postgres`, compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -21,16 +21,39 @@ const CHANNEL: &str = "simple_oauth2_changes";
 /// How long a request waits for a connection before the service answers 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn connect(url: &str) -> Result<PgPool, sqlx::Error> {
+pub async fn connect(url: &str) -> Result<PgPool, ConnectError> {
     let options = PgConnectOptions::from_str(url)?
         .application_name("simple-oauth2")
         .log_statements(LevelFilter::Off);
-    migrate(&options).await?;
-    PgPoolOptions::new()
+    let server = format!("{}:{}", options.get_host(), options.get_port());
+    migrate(&options)
+        .await
+        .map_err(|err| explain(err, &options, &server))?;
+    Ok(PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
-        .await
+        .await?)
+}
+
+/// The errors a newcomer meets, said with what to do; the rest as sqlx says them.
+fn explain(err: sqlx::Error, options: &PgConnectOptions, server: &str) -> ConnectError {
+    match &err {
+        // invalid_catalog_name: the server answers, the database is not there.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => {
+            ConnectError::NoSuchDatabase {
+                name: options
+                    .get_database()
+                    .unwrap_or(options.get_username())
+                    .to_owned(),
+                server: server.to_owned(),
+            }
+        }
+        sqlx::Error::Io(io) => ConnectError::Access(format!(
+            "cannot reach PostgreSQL at {server}: {io}; is it running, and are the host and port in DATABASE_URL right?"
+        )),
+        _ => err.into(),
+    }
 }
 
 /// Applies the migrations on a connection that logs no SQL: the seed carries password

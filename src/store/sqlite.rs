@@ -20,7 +20,7 @@ use sqlx::{
 
 use tokio::sync::Notify;
 
-use super::changes::Changes;
+use super::{ConnectError, changes::Changes};
 
 /// The migrations in `./migrations`, compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -29,7 +29,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// backstop, and the only check where file events are not available.
 const RECHECK: Duration = Duration::from_millis(250);
 
-pub async fn connect(url: &str) -> Result<SqlitePool, sqlx::Error> {
+pub async fn connect(url: &str) -> Result<SqlitePool, ConnectError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -41,16 +41,85 @@ pub async fn connect(url: &str) -> Result<SqlitePool, sqlx::Error> {
         // Queries bind their values, so their text holds no secret; it is still only
         // worth a line when one is slow.
         .log_statements(LevelFilter::Off);
-    create_private_file(&options)?;
-    make_private(options.get_filename());
+    let path = options.get_filename().to_owned();
+    // A typo in DATABASE_URL makes a new, empty database: say where, so it shows.
+    if create_private_file(&options).map_err(|err| access_error(&path, err.into()))? {
+        tracing::info!(
+            path = %std::path::absolute(&path).unwrap_or_else(|_| path.clone()).display(),
+            "created a new SQLite database file"
+        );
+    }
+    make_private(&path);
     // The pool first: an in-memory database lives only while a connection holds it.
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options.clone())
-        .await?;
-    migrate(&options).await?;
-    Ok(pool)
+    let opened = async {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+            .await?;
+        migrate(&options).await?;
+        Ok(pool)
+    };
+    opened.await.map_err(|err| access_error(&path, err))
+}
+
+/// SQLite says "unable to open database file" or "attempt to write a readonly database"
+/// without a path, and the same when the folder (where its journal files go) is the
+/// cause: name the file or the folder that cannot be written.
+pub(super) fn access_error(path: &Path, err: sqlx::Error) -> ConnectError {
+    let denied = match &err {
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::PermissionDenied,
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            // SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN and their extended codes.
+            .is_some_and(|code| matches!(code & 0xff, 3 | 8 | 14)),
+        _ => false,
+    };
+    let missing = matches!(&err, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound);
+    if !(denied || missing) || is_in_memory(path) {
+        return err.into();
+    }
+    let file = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let folder = file.parent().map(Path::to_owned).unwrap_or_default();
+    let message = if !folder.is_dir() {
+        format!(
+            "the folder {} for the database file does not exist: create it, or change DATABASE_URL",
+            folder.display()
+        )
+    } else if !writable(&folder) {
+        format!(
+            "the folder {} is not writable, and SQLite must create the database and its \
+             journal files ({}-wal, -shm) there: make the folder writable by this user \
+             ({err})",
+            folder.display(),
+            file.display(),
+        )
+    } else if file.exists() && !writable(&file) {
+        format!(
+            "the database file {} is read-only: make the file writable by this user ({err})",
+            file.display()
+        )
+    } else {
+        format!("cannot open the database file {}: {err}", file.display())
+    };
+    ConnectError::Access(message)
+}
+
+/// Whether this process may write `path` (a file, or a folder to create files in).
+#[cfg(unix)]
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) reads a NUL-terminated path and nothing else.
+    unsafe { libc::access(path.as_ptr(), libc::W_OK) == 0 }
+}
+
+#[cfg(not(unix))]
+fn writable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|metadata| !metadata.permissions().readonly())
 }
 
 /// Applies the migrations on a connection of their own that logs no SQL at all, not even
@@ -106,19 +175,19 @@ fn free_bytes(_folder: &Path) -> Option<u64> {
 }
 
 /// SQLite gives the -wal and -shm files the permissions of the database file, so creating
-/// that one with mode 0600 keeps all three private.
-fn create_private_file(options: &SqliteConnectOptions) -> std::io::Result<()> {
+/// that one with mode 0600 keeps all three private. `true` when it made a new file.
+fn create_private_file(options: &SqliteConnectOptions) -> std::io::Result<bool> {
     let path = options.get_filename();
     if is_in_memory(path) || path.exists() {
-        return Ok(());
+        return Ok(false);
     }
     let mut file = std::fs::OpenOptions::new();
     file.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
     match file.open(path) {
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        other => other.map(drop),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        other => other.map(|_| true),
     }
 }
 

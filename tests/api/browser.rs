@@ -1,7 +1,7 @@
 //! The tutorial's "See it in action", in a real headless Chromium driven over WebDriver:
 //! Authorize in Swagger UI, call `GET /users/me`, log out, log in as the disabled user,
-//! mistype a password; and a user with a second factor logging in with the code after the
-//! password. Screenshots of each step go to `target/tmp/browser/`.
+//! mistype a password; a user with a second factor logging in with the code after the
+//! password; then ReDoc. Screenshots of each step go to `target/tmp/browser/`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; without them the test says it was
 //! skipped and passes, unless `REQUIRE_BROWSER_TEST=1` (as in CI) makes that a failure.
@@ -254,6 +254,16 @@ async fn swagger_ui_logs_in_and_calls_users_me_in_a_real_browser() {
     session.find("button.btn.authorize").await;
     session.screenshot("1-docs").await;
 
+    // The first form of the dialog is the user's login, where people type johndoe/secret.
+    session.click("button.btn.authorize").await;
+    let first = session.find(".auth-container h4").await;
+    let first = first.text().await.unwrap();
+    assert!(
+        first.contains("OAuth2PasswordBearer"),
+        "the dialog opens on {first}"
+    );
+    session.click(".modal-ux .close-modal").await;
+
     session.authorize("johndoe", "secret").await;
     session.expect_logged_in("2-authorized-johndoe").await;
     session
@@ -291,6 +301,29 @@ async fn swagger_ui_logs_in_and_calls_users_me_in_a_real_browser() {
         assert!(
             url.starts_with(&origin),
             "the page loaded {url} from elsewhere"
+        );
+    }
+
+    session
+        .browser
+        .goto(&session.app.url("/redoc"))
+        .await
+        .unwrap();
+    // ReDoc has rendered the document: the operations are listed in its menu.
+    session
+        .browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath("//*[contains(text(), 'Log in or refresh')]"))
+        .await
+        .expect("ReDoc renders the operations");
+    session.screenshot("8-redoc").await;
+    for url in session.loaded_urls().await {
+        // ReDoc's search runs in a worker made from a `blob:` URL of this origin.
+        let url = url.strip_prefix("blob:").unwrap_or(&url);
+        assert!(
+            url.starts_with(&origin),
+            "/redoc loaded {url} from elsewhere"
         );
     }
     session.browser.close().await.unwrap();

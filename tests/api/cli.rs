@@ -175,6 +175,42 @@ both_backends! {
     }
 
     #[tokio::test]
+    async fn listings_escape_control_characters_in_every_field() {
+        let app = spawn_app().await;
+        app.sql_execute(
+            "update users set full_name = $1, email = $2 where username = 'johndoe'",
+            &["John\r\nalice  evil@example.com  forged", "j\x1b[2J@example.com"],
+        )
+        .await;
+        app.cli(&["clients", "add", "svc"]).assert().success();
+        app.sql_execute(
+            "update clients set client_id = $1 where client_id = 'svc'",
+            &["svc\x1b]0;title\x07\nforged"],
+        )
+        .await;
+        let token = app.token_for("johndoe", "secret", "").await;
+        assert!(!token.is_empty());
+        app.sql_execute("update sessions set client_id = $1", &["app\r\x1b[1Aup"])
+            .await;
+
+        for (args, lines) in [
+            (&["users", "list"][..], 3),
+            (&["users", "show", "johndoe"], 6),
+            (&["users", "sessions", "johndoe"], 2),
+            (&["clients", "list"], 2),
+        ] {
+            let assert = app.cli(args).assert().success();
+            let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+            assert!(!out.contains(['\r', '\x1b', '\x07']), "{args:?}: {out:?}");
+            assert_eq!(out.lines().count(), lines, "{args:?}: {out}");
+        }
+        let show = app.cli(&["users", "show", "johndoe"]).assert().success();
+        let out = String::from_utf8(show.get_output().stdout.clone()).unwrap();
+        assert!(out.contains(r"John\r\nalice  evil@example.com  forged"), "{out}");
+        assert!(out.contains(r"j\u{1b}[2J@example.com"), "{out}");
+    }
+
+    #[tokio::test]
     async fn hash_password_prints_a_phc_string_that_logs_in() {
         let app = spawn_app().await;
         let out = app

@@ -25,6 +25,78 @@ async fn the_docs_page_is_served_from_the_binary() {
     }
 }
 
+#[tokio::test]
+async fn redoc_is_served_from_the_binary() {
+    let app = spawn_app().await;
+
+    let response = app.get("/redoc").send().await.unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("Redoc.init("),
+        "the ReDoc script is in the page"
+    );
+    assert!(
+        html.contains("OAuth2PasswordBearer"),
+        "the document is in the page"
+    );
+    for reference in [
+        "src=\"http",
+        "src=\"//",
+        "href=\"http",
+        "href=\"//",
+        "url(http",
+        "fonts.googleapis.com",
+    ] {
+        assert!(!html.contains(reference), "/redoc references {reference}");
+    }
+    app.assert_method_not_allowed("POST", "/redoc", "GET").await;
+}
+
+/// Where each security scheme's name first appears in `text`.
+fn scheme_positions(text: &str) -> (usize, usize) {
+    let find = |name| {
+        text.find(name)
+            .unwrap_or_else(|| panic!("{name} is missing"))
+    };
+    (
+        find("\"OAuth2PasswordBearer\""),
+        find("\"ClientBasicAuth\""),
+    )
+}
+
+#[tokio::test]
+async fn the_users_login_comes_first_in_the_authorize_dialog() {
+    let app = spawn_app().await;
+    let spec = app
+        .get("/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let docs = app.get("/docs").send().await.unwrap().text().await.unwrap();
+
+    let document: Value = serde_json::from_str(&spec).unwrap();
+    let names: Vec<&String> = document["components"]["securitySchemes"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(names, ["OAuth2PasswordBearer", "ClientBasicAuth"]);
+    // Swagger UI reads the document embedded in its page (after its script), in that
+    // order; the operations before it name the schemes too.
+    let schemes = docs
+        .rfind("\"securitySchemes\"")
+        .expect("the document in the page");
+    let in_page = &docs[schemes..];
+    let (login, client) = scheme_positions(in_page);
+    assert!(login < client, "the client scheme comes first in /docs");
+}
+
 async fn spec() -> Value {
     let app = spawn_app().await;
     let (status, spec) = status_and_json(app.get("/openapi.json").send().await.unwrap()).await;

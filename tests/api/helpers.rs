@@ -571,9 +571,31 @@ pub async fn assert_unavailable(response: Response) -> Value {
     body
 }
 
-/// Tells the person running the tests that one was skipped. Written straight to the
-/// terminal: libtest swallows `eprintln!` from a test that passes.
+/// Tells the person running the tests that one was skipped: at once, and again after
+/// libtest's summary, where it cannot be lost among the passing tests. Written straight
+/// to the terminal: libtest swallows `eprintln!` from a test that passes.
 pub fn say_skipped(what: &str, reason: &str) {
     use std::io::Write;
+    static SKIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+
+    extern "C" fn summarize() {
+        let skipped = SKIPPED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut err = std::io::stderr().lock();
+        for line in skipped.iter() {
+            let _ = writeln!(err, "SKIPPED: {line}");
+        }
+    }
+
     let _ = writeln!(std::io::stderr(), "\n{what} skipped: {reason}\n");
+    SKIPPED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(format!("{what}: {reason}"));
+    // SAFETY: atexit(3) keeps a pointer to a function that lives as long as the program.
+    AT_EXIT.call_once(|| unsafe {
+        libc::atexit(summarize);
+    });
 }

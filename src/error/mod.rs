@@ -1,22 +1,29 @@
 //! The one place errors become HTTP: FastAPI `detail` bodies, RFC 6749 token errors,
-//! RFC 6750 challenges, and the framework's own 404/405/413 in the same JSON.
+//! RFC 6750 challenges, and the framework's own 404/405/413 in the same JSON. The second
+//! factor's routes (`second_factor.rs`) and the framework's errors (`framework.rs`) have
+//! files of their own.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    sync::{Mutex, PoisonError},
-};
+mod framework;
+mod second_factor;
 
-use poem::{IntoResponse, Response, http::StatusCode};
+use poem::{IntoResponse, Response};
 use poem_openapi::{ApiResponse, Object, payload::Json, types::Example};
 use serde_json::json;
 
+pub use self::{
+    framework::{AllowedMethods, framework_error},
+    second_factor::{TotpConfirmErrorResponse, TotpEnrolErrorResponse, TotpRemoveErrorResponse},
+};
 use crate::{
     auth::{
-        AccessError, FieldError, FieldErrorKind, IntrospectionError, LoginError, SecondFactorError,
-        TokenType, dpop::ALGORITHMS,
+        AccessError, FieldError, FieldErrorKind, IntrospectionError, LoginError, TokenType,
+        dpop::ALGORITHMS,
     },
     scope::Scope,
 };
+
+/// The detail of a wrong, missing or used one-time code.
+const INCORRECT_CODE: &str = "Incorrect one-time code";
 
 /// How long a client should wait before retrying when the database does not answer.
 pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
@@ -351,201 +358,6 @@ impl From<AccessError> for AccessErrorResponse {
     }
 }
 
-/// The detail of a wrong, missing or used one-time code.
-const INCORRECT_CODE: &str = "Incorrect one-time code";
-
-/// How a second-factor refusal answers, before it is fitted to the statuses its
-/// operation documents.
-enum SecondFactorAnswer {
-    BadRequest(Json<Detail>, Option<String>),
-    Unauthorized(Json<Detail>, String),
-    Conflict(Json<Detail>),
-    TooManyRequests(Json<Detail>, u64),
-    Unavailable(Json<Detail>, u64),
-}
-
-impl From<SecondFactorError> for SecondFactorAnswer {
-    fn from(err: SecondFactorError) -> Self {
-        match err {
-            // Exactly as on `/users/me`.
-            SecondFactorError::Access(err) => match AccessErrorResponse::from(err) {
-                AccessErrorResponse::BadRequest(detail, challenge) => {
-                    Self::BadRequest(detail, challenge)
-                }
-                // No scope is needed here, so there is no 403; were there one, it would
-                // be a refusal to authenticate.
-                AccessErrorResponse::Unauthorized(detail, challenge)
-                | AccessErrorResponse::Forbidden(detail, challenge) => {
-                    Self::Unauthorized(detail, challenge)
-                }
-                AccessErrorResponse::Unavailable(detail, retry) => Self::Unavailable(detail, retry),
-            },
-            SecondFactorError::AlreadyActive => {
-                Self::Conflict(Detail::json("A second factor is already active"))
-            }
-            SecondFactorError::IncorrectCode => {
-                Self::BadRequest(Detail::json(INCORRECT_CODE), None)
-            }
-            SecondFactorError::TooManyAttempts(wait) => Self::TooManyRequests(
-                Detail::json("Too many failed attempts"),
-                retry_after_secs(wait),
-            ),
-            SecondFactorError::Unavailable(err) => {
-                tracing::error!(error = %err, "database error on a second-factor route");
-                Self::Unavailable(
-                    Detail::json("Service temporarily unavailable"),
-                    UNAVAILABLE_RETRY_AFTER_SECS,
-                )
-            }
-        }
-    }
-}
-
-/// How `POST /users/me/totp` fails.
-#[derive(ApiResponse, Debug)]
-pub enum TotpEnrolErrorResponse {
-    /// The token belongs to a disabled user (`Inactive user`), or the request carries
-    /// more than one `Authorization` header (`invalid_request` challenge).
-    #[oai(status = 400)]
-    BadRequest(
-        Json<Detail>,
-        #[oai(header = "WWW-Authenticate")] Option<String>,
-    ),
-    /// No bearer token (`Not authenticated`), or one that is unknown, malformed, expired
-    /// or revoked (`Invalid authentication credentials`).
-    #[oai(status = 401)]
-    Unauthorized(Json<Detail>, #[oai(header = "WWW-Authenticate")] String),
-    /// A second factor is active already: remove it first.
-    #[oai(status = 409)]
-    Conflict(Json<Detail>),
-    /// The database does not answer; retry after the given number of seconds.
-    #[oai(status = 503)]
-    Unavailable(Json<Detail>, #[oai(header = "Retry-After")] u64),
-}
-
-impl From<SecondFactorError> for TotpEnrolErrorResponse {
-    fn from(err: SecondFactorError) -> Self {
-        match SecondFactorAnswer::from(err) {
-            SecondFactorAnswer::BadRequest(detail, challenge) => {
-                Self::BadRequest(detail, challenge)
-            }
-            SecondFactorAnswer::Unauthorized(detail, challenge) => {
-                Self::Unauthorized(detail, challenge)
-            }
-            SecondFactorAnswer::Conflict(detail) => Self::Conflict(detail),
-            // Enrolment checks no code, so nothing is throttled.
-            SecondFactorAnswer::TooManyRequests(detail, retry)
-            | SecondFactorAnswer::Unavailable(detail, retry) => Self::Unavailable(detail, retry),
-        }
-    }
-}
-
-/// How `POST /users/me/totp/confirm` fails.
-#[derive(ApiResponse, Debug)]
-pub enum TotpConfirmErrorResponse {
-    /// `Incorrect one-time code` (wrong, missing, malformed or already used, or no
-    /// pending second factor); the token belongs to a disabled
-    /// user (`Inactive user`); or the request carries more than one `Authorization`
-    /// header (`invalid_request` challenge).
-    #[oai(status = 400)]
-    BadRequest(
-        Json<Detail>,
-        #[oai(header = "WWW-Authenticate")] Option<String>,
-    ),
-    /// No bearer token (`Not authenticated`), or one that is unknown, malformed, expired
-    /// or revoked (`Invalid authentication credentials`).
-    #[oai(status = 401)]
-    Unauthorized(Json<Detail>, #[oai(header = "WWW-Authenticate")] String),
-    /// The request body did not arrive in time (answered before the operation runs).
-    #[oai(status = 408)]
-    #[allow(dead_code)]
-    RequestTimeout(Json<OAuthError>),
-    /// The second factor is active already.
-    #[oai(status = 409)]
-    Conflict(Json<Detail>),
-    /// The request body is over the size limit (answered before the operation runs).
-    #[oai(status = 413)]
-    #[allow(dead_code)]
-    PayloadTooLarge(Json<OAuthError>),
-    /// Too many wrong codes or failed logins for this user, or from this address; retry
-    /// after the given number of seconds.
-    #[oai(status = 429)]
-    TooManyRequests(Json<Detail>, #[oai(header = "Retry-After")] u64),
-    /// The database does not answer; retry after the given number of seconds.
-    #[oai(status = 503)]
-    Unavailable(Json<Detail>, #[oai(header = "Retry-After")] u64),
-}
-
-impl From<SecondFactorError> for TotpConfirmErrorResponse {
-    fn from(err: SecondFactorError) -> Self {
-        match SecondFactorAnswer::from(err) {
-            SecondFactorAnswer::BadRequest(detail, challenge) => {
-                Self::BadRequest(detail, challenge)
-            }
-            SecondFactorAnswer::Unauthorized(detail, challenge) => {
-                Self::Unauthorized(detail, challenge)
-            }
-            SecondFactorAnswer::Conflict(detail) => Self::Conflict(detail),
-            SecondFactorAnswer::TooManyRequests(detail, retry) => {
-                Self::TooManyRequests(detail, retry)
-            }
-            SecondFactorAnswer::Unavailable(detail, retry) => Self::Unavailable(detail, retry),
-        }
-    }
-}
-
-/// How `DELETE /users/me/totp` fails.
-#[derive(ApiResponse, Debug)]
-pub enum TotpRemoveErrorResponse {
-    /// `Incorrect one-time code` (wrong, missing, malformed or already used, or no
-    /// second factor to remove); the token belongs to a disabled
-    /// user (`Inactive user`); or the request carries more than one `Authorization`
-    /// header (`invalid_request` challenge).
-    #[oai(status = 400)]
-    BadRequest(
-        Json<Detail>,
-        #[oai(header = "WWW-Authenticate")] Option<String>,
-    ),
-    /// No bearer token (`Not authenticated`), or one that is unknown, malformed, expired
-    /// or revoked (`Invalid authentication credentials`).
-    #[oai(status = 401)]
-    Unauthorized(Json<Detail>, #[oai(header = "WWW-Authenticate")] String),
-    /// The request body did not arrive in time (answered before the operation runs).
-    #[oai(status = 408)]
-    #[allow(dead_code)]
-    RequestTimeout(Json<OAuthError>),
-    /// The request body is over the size limit (answered before the operation runs).
-    #[oai(status = 413)]
-    #[allow(dead_code)]
-    PayloadTooLarge(Json<OAuthError>),
-    /// Too many wrong codes or failed logins for this user, or from this address; retry
-    /// after the given number of seconds.
-    #[oai(status = 429)]
-    TooManyRequests(Json<Detail>, #[oai(header = "Retry-After")] u64),
-    /// The database does not answer; retry after the given number of seconds.
-    #[oai(status = 503)]
-    Unavailable(Json<Detail>, #[oai(header = "Retry-After")] u64),
-}
-
-impl From<SecondFactorError> for TotpRemoveErrorResponse {
-    fn from(err: SecondFactorError) -> Self {
-        match SecondFactorAnswer::from(err) {
-            SecondFactorAnswer::BadRequest(detail, challenge) => {
-                Self::BadRequest(detail, challenge)
-            }
-            SecondFactorAnswer::Unauthorized(detail, challenge) => {
-                Self::Unauthorized(detail, challenge)
-            }
-            // A removal has no conflict: any factor, pending or active, is removed.
-            SecondFactorAnswer::Conflict(detail) => Self::BadRequest(detail, None),
-            SecondFactorAnswer::TooManyRequests(detail, retry) => {
-                Self::TooManyRequests(detail, retry)
-            }
-            SecondFactorAnswer::Unavailable(detail, retry) => Self::Unavailable(detail, retry),
-        }
-    }
-}
-
 /// The authentication scheme a challenge names: the one the token was sent with.
 fn challenge_scheme(token_type: TokenType) -> &'static str {
     match token_type {
@@ -596,97 +408,4 @@ pub fn body_timeout() -> Response {
         "The request body did not arrive in time",
     ))
     .into_response()
-}
-
-/// The methods each path answers, for the `Allow` header of a 405; its paths are also the
-/// route templates requests are counted by.
-#[derive(Debug, Default, Clone)]
-pub struct AllowedMethods(HashMap<&'static str, String>);
-
-/// A route template as a `'static` label. There are a dozen, fixed by the code: each is
-/// kept once for the life of the process, however many apps are built.
-fn route_label(path: &str) -> &'static str {
-    static ROUTES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
-    let mut routes = ROUTES.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(route) = routes.get(path) {
-        return route;
-    }
-    let route: &'static str = Box::leak(path.to_owned().into_boxed_str());
-    routes.insert(route);
-    route
-}
-
-impl AllowedMethods {
-    /// Reads the paths and methods of an OpenAPI document.
-    pub fn from_openapi(spec: &str) -> Self {
-        let spec: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
-        let paths = spec["paths"].as_object().into_iter().flatten();
-        Self(
-            paths
-                .map(|(path, operations)| {
-                    let methods: Vec<_> = operations
-                        .as_object()
-                        .into_iter()
-                        .flat_map(|ops| ops.keys())
-                        .map(|method| method.to_ascii_uppercase())
-                        .collect();
-                    (route_label(path), methods.join(", "))
-                })
-                .collect(),
-        )
-    }
-
-    /// Adds a path served outside the OpenAPI document.
-    pub fn with(mut self, path: &str, methods: &str) -> Self {
-        self.0.insert(route_label(path), methods.to_owned());
-        self
-    }
-
-    fn get(&self, path: &str) -> Option<&str> {
-        self.0.get(self.route(path)?).map(String::as_str)
-    }
-
-    /// The route template `path` belongs to, if it is one of ours.
-    pub fn route(&self, path: &str) -> Option<&'static str> {
-        let path = match path.trim_end_matches('/') {
-            "" => "/",
-            trimmed => trimmed,
-        };
-        self.0.get_key_value(path).map(|(route, _)| *route)
-    }
-}
-
-/// Turns an error no handler answered in the API's format (unknown path, wrong method,
-/// unreadable body, ...) into the same JSON as every other error. Errors that already
-/// carry one of our responses pass through unchanged.
-pub fn framework_error(err: poem::Error, path: &str, allowed: &AllowedMethods) -> Response {
-    if err.is_from_response() {
-        return err.into_response();
-    }
-    let status = err.status();
-    match status {
-        StatusCode::NOT_FOUND => detail_response(status, "Not Found"),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            let mut response = detail_response(status, "Method Not Allowed");
-            if let Some(Ok(value)) = allowed.get(path).map(str::parse) {
-                response
-                    .headers_mut()
-                    .insert(poem::http::header::ALLOW, value);
-            }
-            response
-        }
-        _ => {
-            if status.is_server_error() {
-                tracing::error!(error = %err, %status, "unhandled error");
-            }
-            detail_response(status, status.canonical_reason().unwrap_or("Error"))
-        }
-    }
-}
-
-fn detail_response(status: StatusCode, detail: &str) -> Response {
-    let body = Json(Detail {
-        detail: detail.to_owned(),
-    });
-    (status, body).into_response()
 }

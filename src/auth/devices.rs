@@ -9,7 +9,7 @@ use super::{
     throttle::Subject,
     token::{self, NewToken, TokenDigest},
 };
-use crate::store::{NewDevice, unix_millis};
+use crate::store::{Credentials, NewDevice, unix_millis};
 
 /// How long a device stays trusted after its last successful login.
 pub const DEVICE_COOKIE_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
@@ -67,11 +67,12 @@ impl Auth {
 
     /// After a successful login: trusts the client for this user, with the cookie it
     /// presented when that was already trusted for them, or a new one (which replaces
-    /// whatever cookie it had). Returns the cookie to set; `None` when the feature is off.
+    /// whatever cookie it had). Returns the cookie to set; `None` when the feature is off,
+    /// or when the user's password changed since the login read it.
     pub(super) async fn remember_device(
         &self,
         presented: PresentedDevice,
-        user_id: i64,
+        verified: &Credentials,
     ) -> Result<Option<String>, sqlx::Error> {
         if !self.device_cookies {
             return Ok(None);
@@ -81,16 +82,18 @@ impl Auth {
             None => NewToken::generate().token,
         };
         let now = SystemTime::now();
-        self.store
+        let trusted = self
+            .store
             .trust_device(NewDevice {
                 digest: TokenDigest::of(&cookie).as_bytes(),
-                user_id,
+                user_id: verified.user.id,
                 now: unix_millis(now),
                 expires_at: unix_millis(now + DEVICE_COOKIE_LIFETIME),
                 replacing: presented.known.as_ref().map(TokenDigest::as_bytes),
                 max_per_user: self.max_sessions_per_user,
+                password_changed_at: verified.password_changed_at,
             })
             .await?;
-        Ok(Some(cookie))
+        Ok(trusted.then_some(cookie))
     }
 }

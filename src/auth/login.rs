@@ -16,8 +16,7 @@ use super::{
 use crate::{
     metrics::Metrics,
     scope::Scopes,
-    store::{NewAccessToken, NewSession, unix_millis},
-    users,
+    store::{Credentials, NewAccessToken, NewSession, unix_millis},
 };
 
 /// A well-formed password-grant request.
@@ -104,7 +103,7 @@ impl Auth {
         let found = self.store.find_credentials(username).await?;
         let (password, second_factor) = self
             .second_factor_input(
-                found.as_ref().map(|(user, _)| user.id),
+                found.as_ref().map(|found| found.user.id),
                 request.password,
                 request.totp,
             )
@@ -113,41 +112,42 @@ impl Auth {
         // Counted only once it can be hashed: parallel guesses are counted before any
         // of them is checked, and parallel right-password logins wait for each other.
         let attempt = self.throttle.count(&self.store, subject, address).await?;
-        let stored = found.as_ref().map(|(_, hash)| hash.clone());
-        let user = match (slot.verify(password, stored).await, found) {
-            (Verdict::Match { rehashed }, Some((user, stored))) => {
+        let stored = found.as_ref().map(|found| found.hashed_password.clone());
+        let found = match (slot.verify(password, stored).await, found) {
+            (Verdict::Match { rehashed }, Some(found)) => {
                 // An upgrade that cannot be stored now is tried again at the next login;
                 // it is no reason to refuse this one.
                 if let Some(fresh) = rehashed
                     && let Err(err) = self
                         .store
-                        .upgrade_password_hash(user.id, &stored, &fresh)
+                        .upgrade_password_hash(found.user.id, &found.hashed_password, &fresh)
                         .await
                 {
                     tracing::warn!(error = %err, "could not store an upgraded password hash");
                 }
-                user
+                found
             }
             _ => {
                 self.throttle.failed(&self.store, attempt).await?;
                 return Err(LoginError::InvalidGrant);
             }
         };
+        let user = &found.user;
         let amr = self
-            .check_second_factor(&user, second_factor, attempt)
+            .check_second_factor(user, second_factor, attempt)
             .await?;
 
         let scopes = request.scopes.intersection(&user.allowed_scopes());
         let mut issued = self
             .start_session(
-                &user,
+                &found,
                 client_id.as_deref(),
                 scopes,
                 amr,
                 dpop_jkt.as_deref(),
             )
             .await?;
-        issued.device_cookie = self.remember_device(device, user.id).await?;
+        issued.device_cookie = self.remember_device(device, &found).await?;
         Ok(issued)
     }
 
@@ -172,24 +172,27 @@ impl Auth {
         Ok(Some(client.client_id))
     }
 
+    /// Starts the session of a verified login; a password changed since the login read
+    /// the user (which ends every session) refuses it as a wrong password would.
     async fn start_session(
         &self,
-        user: &users::User,
+        verified: &Credentials,
         client_id: Option<&str>,
         scopes: Scopes,
         amr: Amr,
         dpop_jkt: Option<&str>,
-    ) -> Result<IssuedToken, sqlx::Error> {
+    ) -> Result<IssuedToken, LoginError> {
         let now = SystemTime::now();
         let access = NewToken::generate();
         let refresh = self.refresh.ttl.map(|_| NewToken::generate());
         // Without refresh tokens, a session is just the one access token's.
         let session_ttl = self.refresh.ttl.unwrap_or(self.access_ttl);
         let access_ttl = self.access_ttl.min(session_ttl);
-        self.store
+        let started = self
+            .store
             .start_session(
                 NewSession {
-                    user_id: user.id,
+                    user_id: verified.user.id,
                     client_id,
                     scopes: &scopes,
                     started_at: unix_millis(now),
@@ -197,6 +200,7 @@ impl Auth {
                     max_per_user: self.max_sessions_per_user,
                     amr: amr.stored(),
                     dpop_jkt,
+                    password_changed_at: verified.password_changed_at,
                 },
                 NewAccessToken {
                     digest: access.digest.as_bytes(),
@@ -206,6 +210,9 @@ impl Auth {
                 refresh.as_ref().map(|token| token.digest.as_bytes()),
             )
             .await?;
+        if !started {
+            return Err(LoginError::InvalidGrant);
+        }
         Ok(IssuedToken {
             access_token: access.token,
             expires_in: access_ttl,

@@ -24,6 +24,9 @@ pub struct NewDevice<'a> {
     pub replacing: Option<&'a [u8; 32]>,
     /// How many devices the user may have; the least recently used go first.
     pub max_per_user: u32,
+    /// When the user's password was set, as the login read it: a password changed since
+    /// (which forgets every device) means no trust.
+    pub password_changed_at: i64,
 }
 
 /// Forgets every device of a user: `$1` the user's id. With a password change or a logout.
@@ -48,8 +51,9 @@ impl Store {
     }
 
     /// Trusts a device for a user, in one transaction: the cookie it replaces goes, and
-    /// the user's least recently used devices beyond `max_per_user`.
-    pub async fn trust_device(&self, device: NewDevice<'_>) -> Result<(), sqlx::Error> {
+    /// the user's least recently used devices beyond `max_per_user`. `false`, and nothing
+    /// written, when the user's password changed since the login read it.
+    pub async fn trust_device(&self, device: NewDevice<'_>) -> Result<bool, sqlx::Error> {
         let id = super::random_id();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -60,9 +64,9 @@ impl Store {
                     .await?;
             }
             // The same cookie again (a trusted device logging in once more) only lives on.
-            sqlx::query(
+            let trusted = sqlx::query(
                 "insert into devices (token_hash, id, user_id, created_at, last_used_at, expires_at)
-                 values ($1, $2, $3, $4, $4, $5)
+                 select $1, $2, id, $4, $4, $5 from users where id = $3 and password_changed_at = $6
                  on conflict (token_hash) do update set last_used_at = $4, expires_at = $5",
             )
             .bind(&device.digest[..])
@@ -70,8 +74,12 @@ impl Store {
             .bind(device.user_id)
             .bind(device.now)
             .bind(device.expires_at)
+            .bind(device.password_changed_at)
             .execute(&mut *tx)
             .await?;
+            if trusted.rows_affected() == 0 {
+                return Ok(false);
+            }
             sqlx::query(
                 "delete from devices
                  where user_id = $1
@@ -83,7 +91,8 @@ impl Store {
             .bind(i64::from(device.max_per_user.max(1)))
             .execute(&mut *tx)
             .await?;
-            tx.commit().await
+            tx.commit().await?;
+            Ok(true)
         })
     }
 }

@@ -30,6 +30,7 @@ pub use self::{
     throttle::Counted,
     tokens::LiveToken,
     totp::TotpFactor,
+    users::Credentials,
 };
 
 /// Runs the same sqlx code on whichever pool the store has: `on_pool!(self, pool => ...)`.

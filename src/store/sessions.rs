@@ -93,6 +93,9 @@ pub struct NewSession<'a> {
     pub amr: &'a str,
     /// The thumbprint of the DPoP key every token of the session is bound to, if any.
     pub dpop_jkt: Option<&'a str>,
+    /// When the user's password was set, as the login read it: a password changed since
+    /// (the change ends every session) means no session is started.
+    pub password_changed_at: i64,
 }
 
 /// How many refresh-token rows a session keeps, the live one included: the newest spent
@@ -102,21 +105,24 @@ pub const REFRESH_TOKEN_ROWS_PER_SESSION: i64 = 64;
 impl Store {
     /// Starts a session for a login: the session, its first access token and (when
     /// refresh tokens are on) its first refresh token, in one transaction, ending the
-    /// user's least recently used live sessions beyond `max_per_user`.
+    /// user's least recently used live sessions beyond `max_per_user`. `false`, and
+    /// nothing written, when the user's password changed (or the user went) since the
+    /// login read it.
     pub async fn start_session(
         &self,
         session: NewSession<'_>,
         access: NewAccessToken<'_>,
         refresh: Option<&[u8; 32]>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         let session_id = super::random_id();
         let now = session.started_at;
         let ended = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(
+            let started = sqlx::query(
                 "insert into sessions (id, user_id, scopes, client_id, started_at, refreshed_at, expires_at,
                                        amr, dpop_jkt)
-                 values ($1, $2, $3, $4, $5, $5, $6, $7, $8)",
+                 select $1, id, $3, $4, $5, $5, $6, $7, $8 from users
+                 where id = $2 and password_changed_at = $9",
             )
             .bind(session_id)
             .bind(session.user_id)
@@ -126,8 +132,12 @@ impl Store {
             .bind(session.expires_at)
             .bind(session.amr)
             .bind(session.dpop_jkt)
+            .bind(session.password_changed_at)
             .execute(&mut *tx)
             .await?;
+            if started.rows_affected() == 0 {
+                return Ok(false);
+            }
             sqlx::query(
                 "insert into access_tokens (token_hash, user_id, session_id, scopes, issued_at, expires_at)
                  values ($1, $2, $3, $4, $5, $6)",
@@ -180,10 +190,8 @@ impl Store {
             tx.commit().await?;
             ended
         });
-        if ended > 0 {
-            self.changes.bump();
-        }
-        Ok(())
+        self.bump_if(ended);
+        Ok(true)
     }
 
     /// The refresh token with this digest, its session and user, whatever their state.

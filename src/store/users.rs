@@ -14,11 +14,14 @@ use crate::{
     users::{NewUser, User},
 };
 
+/// A user with what a login checks: the password hash, and when it was set.
 #[derive(FromRow)]
-struct Credentials {
+pub struct Credentials {
     #[sqlx(flatten)]
-    user: User,
-    hashed_password: String,
+    pub user: User,
+    pub hashed_password: String,
+    /// Unix ms; a session or device may be written only while it is unchanged.
+    pub password_changed_at: i64,
 }
 
 impl Store {
@@ -26,20 +29,20 @@ impl Store {
     pub async fn find_credentials(
         &self,
         username: &str,
-    ) -> Result<Option<(User, String)>, sqlx::Error> {
+    ) -> Result<Option<Credentials>, sqlx::Error> {
         if !storable(username) {
             return Ok(None);
         }
-        let row: Option<Credentials> = on_pool!(self, pool => {
+        on_pool!(self, pool => {
             sqlx::query_as(
-                "select id, username, email, full_name, disabled, scopes, hashed_password
+                "select id, username, email, full_name, disabled, scopes, hashed_password,
+                        password_changed_at
                  from users where username = $1",
             )
             .bind(username)
             .fetch_optional(pool)
-            .await?
-        });
-        Ok(row.map(|row| (row.user, row.hashed_password)))
+            .await
+        })
     }
 
     /// The user named exactly `username`.
@@ -124,11 +127,14 @@ impl Store {
         };
         let done = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let done = sqlx::query("update users set hashed_password = $1 where id = $2")
-                .bind(hashed_password)
-                .bind(user.id)
-                .execute(&mut *tx)
-                .await?;
+            let done = sqlx::query(
+                "update users set hashed_password = $1, password_changed_at = $2 where id = $3",
+            )
+            .bind(hashed_password)
+            .bind(now)
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(REVOKE_USER_SESSIONS)
                 .bind(now)
                 .bind(user.id)

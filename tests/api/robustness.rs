@@ -242,3 +242,61 @@ both_backends! {
         assert_eq!(app.me_status(&live).await, 200);
     }
 }
+
+both_backends! {
+    #[tokio::test]
+    async fn a_login_read_before_a_password_change_starts_no_session_after_it() {
+        use simple_oauth2::{
+            scope::Scopes,
+            store::{NewAccessToken, NewDevice, NewSession},
+        };
+        let app = spawn_app().await;
+        let store = app.auth.store();
+        // What a login in flight read before the owner changed the password.
+        let read = store.find_credentials("johndoe").await.unwrap().unwrap();
+        app.cli(&["users", "set-password", "johndoe", "--password-stdin"])
+            .write_stdin("newsecret\n")
+            .assert()
+            .success();
+        let scopes = Scopes::default();
+        let now = 1_900_000_000_000;
+
+        let started = store
+            .start_session(
+                NewSession {
+                    user_id: read.user.id,
+                    client_id: None,
+                    scopes: &scopes,
+                    started_at: now,
+                    expires_at: now + 60_000,
+                    max_per_user: 100,
+                    amr: "pwd",
+                    dpop_jkt: None,
+                    password_changed_at: read.password_changed_at,
+                },
+                NewAccessToken { digest: &[7; 32], scopes: &scopes, expires_at: now + 60_000 },
+                Some(&[8; 32]),
+            )
+            .await
+            .unwrap();
+        let trusted = store
+            .trust_device(NewDevice {
+                digest: &[9; 32],
+                user_id: read.user.id,
+                now,
+                expires_at: now + 60_000,
+                replacing: None,
+                max_per_user: 100,
+                password_changed_at: read.password_changed_at,
+            })
+            .await
+            .unwrap();
+
+        assert!(!started, "a session after the password change");
+        assert!(!trusted, "a trusted device after the password change");
+        assert_eq!(app.sql_i64("select count(*) from sessions").await, 0);
+        assert_eq!(app.sql_i64("select count(*) from devices").await, 0);
+        // A login that reads the user now starts one.
+        assert_eq!(app.login("johndoe", "newsecret").await.status(), 200);
+    }
+}

@@ -48,7 +48,7 @@ pub struct Settings {
 
     /// The issuer identifier in the metadata document and introspection answers; default
     /// `http://HOST:PORT`.
-    #[arg(long, env = "ISSUER")]
+    #[arg(long, env = "ISSUER", value_parser = parse_issuer)]
     pub issuer: Option<String>,
 
     /// `host:port` of a separate listener serving Prometheus metrics at `/metrics`; unset,
@@ -142,10 +142,41 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
     if value.trim() == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(value).map_err(|err| err.to_string())
+    let duration = humantime::parse_duration(value).map_err(|err| err.to_string())?;
+    if duration > MAX_DURATION {
+        return Err("must be at most 100 years".into());
+    }
+    Ok(duration)
 }
 
-/// A zero lifetime or window would make every token or count die at birth.
+/// The longest lifetime or window a setting may give: 100 years of 365.25 days, as
+/// humantime counts `100y`.
+const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
+
+/// The issuer identifier (RFC 8414): an absolute `http` or `https` URL with no query or
+/// fragment, kept as written but for a trailing slash. Tokens' DPoP proofs name it and
+/// the device cookie is `Secure` by it, so a typo must not pass silently.
+fn parse_issuer(value: &str) -> Result<String, String> {
+    let issuer = value.trim();
+    let uri: http::Uri = issuer
+        .parse()
+        .map_err(|_| format!("{issuer:?} is not a URL"))?;
+    let scheme = uri.scheme_str().unwrap_or_default();
+    if !matches!(scheme, "http" | "https") || uri.authority().is_none() {
+        return Err(format!(
+            "{issuer:?} is not an http(s) URL: write it as https://auth.example.com"
+        ));
+    }
+    if issuer.contains(['?', '#']) {
+        return Err(format!(
+            "{issuer:?} has a query or fragment: an issuer has neither"
+        ));
+    }
+    Ok(issuer.trim_end_matches('/').to_owned())
+}
+
+/// A zero lifetime or window would make every token or count die at birth; one past a
+/// century would overflow the clock arithmetic it is added to.
 fn parse_positive_duration(value: &str) -> Result<Duration, String> {
     let duration = parse_duration(value)?;
     if duration.is_zero() {
@@ -188,6 +219,34 @@ pub fn example_value(variable: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_issuer_is_an_absolute_http_url_without_query() {
+        assert_eq!(
+            parse_issuer("https://auth.example.com/").unwrap(),
+            "https://auth.example.com"
+        );
+        assert_eq!(
+            parse_issuer("http://127.0.0.1:8000").unwrap(),
+            "http://127.0.0.1:8000"
+        );
+        for bad in [
+            "auth.example.com",
+            "ftp://x",
+            "https://a.example/?q=1",
+            "https://a#f",
+            "",
+        ] {
+            assert!(parse_issuer(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_duration_past_a_century_is_refused() {
+        assert!(parse_positive_duration("100y").is_ok());
+        assert!(parse_positive_duration("400000000000y").is_err());
+        assert!(parse_duration("200y").is_err());
+    }
 
     #[test]
     fn origins_are_exact() {

@@ -190,7 +190,9 @@ fn grant(
             dpop,
         )
         .map(Grant::Password),
-        GrantType::RefreshToken => refresh_request(form, dpop).map(Grant::Refresh),
+        GrantType::RefreshToken => {
+            refresh_request(form, BasicCredentials::from_request(request), dpop).map(Grant::Refresh)
+        }
     }
 }
 
@@ -276,9 +278,10 @@ fn client_credentials(
 
 fn refresh_request(
     form: &UrlEncoded<TokenForm>,
+    basic: BasicCredentials,
     dpop: DpopRequest,
 ) -> Result<RefreshRequest, LoginError> {
-    let [refresh_token, scope, _, _] = form
+    let [refresh_token, scope, client_id, client_secret] = form
         .get_all([
             ("refresh_token", true),
             ("scope", false),
@@ -292,6 +295,7 @@ fn refresh_request(
             .map(Scopes::parse)
             .transpose()
             .map_err(LoginError::InvalidScope)?,
+        client: client_credentials(basic, client_id, client_secret),
         dpop,
     })
 }

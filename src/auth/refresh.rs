@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{
-    Auth, IssuedToken, LoginError,
+    Auth, ClientCredentials, IssuedToken, LoginError,
     dpop::{DpopRequest, ProofError, TokenType},
     token::{self, NewToken, TokenDigest},
 };
@@ -24,6 +24,9 @@ pub struct RefreshRequest {
     pub scopes: Option<Scopes>,
     /// The request's DPoP proof, if any: a bound session needs one of its key.
     pub dpop: DpopRequest,
+    /// The client credentials that came with the request, if any: a session a
+    /// registered client started is refreshed only by that client (RFC 6749, section 6).
+    pub client: Option<ClientCredentials>,
 }
 
 impl Auth {
@@ -66,6 +69,8 @@ impl Auth {
             // Before anything is spent or revoked: without the session's key, a bound
             // refresh token is worth nothing, not even as a sign of theft.
             check_binding(record.dpop_jkt.as_deref(), dpop_jkt.as_deref())?;
+            self.check_session_client(record.client_id.as_deref(), request.client.as_ref(), client)
+                .await?;
             let now = SystemTime::now();
             let scopes = self.refreshable(&record, request.scopes.as_ref(), unix_millis(now))?;
             let spend = match record.spent_at {
@@ -126,6 +131,26 @@ impl Auth {
             }
         }
         Err(LoginError::InvalidRefreshToken)
+    }
+
+    /// A session started by a registered client (with its secret) is refreshed only by
+    /// that client, authenticated again; like a missing proof of a bound session's key,
+    /// anything else is refused before a token is spent or a theft is suspected.
+    async fn check_session_client(
+        &self,
+        session_client: Option<&str>,
+        presented: Option<&ClientCredentials>,
+        address: IpAddr,
+    ) -> Result<(), LoginError> {
+        let Some(session_client) = session_client else {
+            return Ok(());
+        };
+        match presented {
+            Some(client) if client.client_id == session_client => Ok(self
+                .authenticate_client(session_client, client.secret.as_deref(), Some(address))
+                .await?),
+            _ => Err(LoginError::InvalidClient),
+        }
     }
 
     /// Whether `record` may be refreshed at `now` (Unix ms), and with which scopes:

@@ -300,3 +300,50 @@ both_backends! {
         assert_eq!(app.login("johndoe", "newsecret").await.status(), 200);
     }
 }
+
+both_backends! {
+    #[tokio::test]
+    async fn a_registered_clients_session_is_refreshed_only_by_that_client() {
+        let app = spawn_app().await;
+        let mobile = add_client(&app, "mobile-app");
+        let other = add_client(&app, "billing");
+        let response = app
+            .post("/token")
+            .basic_auth("mobile-app", Some(&mobile))
+            .form(&[("username", "johndoe"), ("password", "secret")])
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+        let refresh_as = |id: &'static str, secret: Option<String>| {
+            let mut request = app.post("/token");
+            if let Some(secret) = secret {
+                request = request.basic_auth(id, Some(secret));
+            }
+            let request = request
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh.as_str())])
+                .send();
+            async move { status_and_json(request.await.unwrap()).await }
+        };
+
+        for (case, id, secret) in [
+            ("no client", "mobile-app", None),
+            ("a wrong secret", "mobile-app", Some("wrong".to_owned())),
+            ("another client", "billing", Some(other.clone())),
+        ] {
+            let (status, body) = refresh_as(id, secret).await;
+            assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{case}");
+        }
+        let spent = app
+            .sql_i64("select count(*) from refresh_tokens where spent_at is not null")
+            .await;
+        assert_eq!(spent, 0, "nothing was spent");
+
+        let (status, body) = refresh_as("mobile-app", Some(mobile.clone())).await;
+        assert_eq!(status, 200, "{body}");
+        // A public client's session needs no client.
+        let (_, public) = app.tokens_for("johndoe", "secret", "").await;
+        assert_eq!(app.refresh(&public, None).await.status(), 200);
+    }
+}

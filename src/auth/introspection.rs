@@ -90,7 +90,7 @@ impl Auth {
         digest: &TokenDigest,
         now: i64,
     ) -> Result<Option<Introspection>, sqlx::Error> {
-        let Some(live) = self.store.find_live_token(digest.as_bytes(), now).await? else {
+        let Some(live) = self.live_token(digest, now).await? else {
             return Ok(None);
         };
         if live.user.disabled {
@@ -99,10 +99,10 @@ impl Auth {
         Ok(Some(Introspection {
             token_use: TokenUse::AccessToken,
             scopes: live.scopes.intersection(&live.user.allowed_scopes()),
-            username: live.user.username,
+            username: live.user.username.clone(),
             issued_at: live.issued_at / 1000,
             expires_at: live.expires_at / 1000,
-            client_id: live.client_id,
+            client_id: live.client_id.clone(),
             issuer: self.issuer.clone(),
             amr: Amr::methods(live.amr.as_deref()),
         }))

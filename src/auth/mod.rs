@@ -24,7 +24,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use self::{cache::TokenCache, password::Hasher, throttle::LoginThrottle};
+use self::{cache::TokenCache, clients::ClientSecrets, password::Hasher, throttle::LoginThrottle};
 pub use self::{
     errors::{
         AccessError, ClientAuthError, FieldError, FieldErrorKind, IntrospectionError, LoginError,
@@ -122,6 +122,7 @@ pub struct Auth {
     hasher: Hasher,
     throttle: LoginThrottle,
     tokens: TokenCache,
+    client_secrets: ClientSecrets,
     access_ttl: Duration,
     refresh: RefreshPolicy,
     max_sessions_per_user: u32,
@@ -137,6 +138,7 @@ impl Auth {
         let metrics = Arc::new(Metrics::default());
         Self {
             tokens: TokenCache::new(store.changes().clone(), &metrics),
+            client_secrets: ClientSecrets::new(store.changes().clone()),
             hasher: Hasher::new(&metrics),
             metrics,
             store,

@@ -86,6 +86,7 @@ impl Auth {
                 .store
                 .refresh_session(
                     record.session_id,
+                    record.user.id,
                     spend,
                     unix_millis(now),
                     NewAccessToken {

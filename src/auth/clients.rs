@@ -147,6 +147,25 @@ impl Auth {
         Ok(stored)
     }
 
+    /// Whether `secret` is `client_id`'s by what was read lately, with neither the client
+    /// nor the address near a failure limit: the caches alone, no query. `false` means
+    /// only "ask [`Auth::authenticate_client`]".
+    pub(super) fn client_known_lately(
+        &self,
+        client_id: &str,
+        secret: &str,
+        address: Option<IpAddr>,
+    ) -> bool {
+        let address = address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        self.throttle
+            .lately_clear(Subject::Client(client_id), address)
+            && self
+                .client_secrets
+                .get(client_id)
+                .flatten()
+                .is_some_and(|digest| secret_matches(secret, Some(&digest)))
+    }
+
     /// Checks a registered client's credentials, in constant time whether or not the
     /// client exists, and counts failures per client id and per address like logins.
     /// `secret` `None`: the client named itself without one.

@@ -171,6 +171,13 @@ impl LoginThrottle {
         self.check_keys(store, subject, address, true).await
     }
 
+    /// Whether every key of the attempt was found clear lately (see
+    /// [`LoginThrottle::check_lately`]), so that checking it would read nothing.
+    pub fn lately_clear(&self, subject: Subject<'_>, address: IpAddr) -> bool {
+        let keys = Keys::new(subject, address);
+        self.keyed(&keys).all(|(key, _)| self.known_clear(key))
+    }
+
     async fn check_keys(
         &self,
         store: &Store,

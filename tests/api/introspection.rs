@@ -480,6 +480,24 @@ both_backends! {
         );
     }
 
+    // A client the caches vouch for is answered before the router; a wrong secret still
+    // takes the full path every time, is counted, and fills the limit for the right one.
+    #[tokio::test]
+    async fn a_wrong_secret_is_counted_even_once_the_caches_vouch_for_the_client() {
+        let app = spawn_app_with(|s| s.login_max_failures = 3).await;
+        let secret = add_client(&app, "billing");
+        let token = app.token_for("johndoe", "secret", "").await;
+        for _ in 0..5 {
+            assert_eq!(introspect(&app, "billing", &secret, &token).await.0, 200);
+        }
+
+        for _ in 0..3 {
+            assert_eq!(introspect(&app, "billing", "wrong", &token).await.0, 401);
+        }
+
+        assert_eq!(introspect(&app, "billing", &secret, &token).await.0, 429);
+    }
+
     // An introspection answered from the token cache and one answered from the database
     // must be indistinguishable to the client, byte for byte.
     #[tokio::test]

@@ -285,16 +285,20 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            // The oldest spent rows beyond the newest 63 go (ties at the boundary too, so
+            // never more than 64 stay): an index-only walk down the session's newest rows
+            // and a range delete, where sorting the session's rows to pick 64 by token
+            // cost a lookup per row on every refresh.
             sqlx::query(
                 "delete from refresh_tokens
-                 where session_id = $1
-                   and token_hash not in (select token_hash from refresh_tokens
-                                          where session_id = $1
-                                          order by issued_at desc, spent_at is null desc
-                                          limit $2)",
+                 where session_id = $1 and spent_at is not null
+                   and issued_at <= (select issued_at from refresh_tokens
+                                     where session_id = $1
+                                     order by issued_at desc
+                                     limit 1 offset $2)",
             )
             .bind(session_id)
-            .bind(REFRESH_TOKEN_ROWS_PER_SESSION)
+            .bind(REFRESH_TOKEN_ROWS_PER_SESSION - 1)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

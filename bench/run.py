@@ -100,6 +100,12 @@ end
 """
 
 
+# The user behind the bearer tokens of the read loads: not johndoe, whose login floods
+# would end the oldest of his sessions (MAX_SESSIONS_PER_USER) and revoke their tokens.
+READER = "reader"
+READER_PASSWORD = "reader-password"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -240,10 +246,17 @@ class Server:
                 time.sleep(0.002)
         raise SystemExit("the server did not answer within 30 s")
 
-    def login(self, field="access_token"):
-        data = urllib.parse.urlencode({"username": "johndoe", "password": "secret"}).encode()
+    def login(self, field="access_token", username=READER, password=READER_PASSWORD):
+        """A new session; by default the reader's, whose sessions the login floods (as
+        johndoe) cannot end by MAX_SESSIONS_PER_USER."""
+        data = urllib.parse.urlencode({"username": username, "password": password}).encode()
         with urllib.request.urlopen(self.base + "/token", data=data, timeout=10) as r:
             return json.load(r)[field]
+
+    def add_reader(self):
+        """The user whose tokens the /users/me and introspection loads use."""
+        subprocess.run([BINARY, "users", "add", READER, "--password-stdin"], env=self.env,
+                       input=READER_PASSWORD + "\n", capture_output=True, text=True, check=True)
 
     def add_client(self, client_id):
         """Registers a client on the CLI, as an operator would; returns its secret."""
@@ -327,7 +340,8 @@ def introspect_script(server, token, workdir):
 def refresh_script(server, connections, workdir, threads=2):
     """One login per connection, made now, shared out over wrk's threads."""
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        tokens = list(pool.map(lambda _: server.login("refresh_token"), range(connections)))
+        tokens = list(pool.map(lambda _: server.login("refresh_token", "johndoe", "secret"),
+                               range(connections)))
     shares = [tokens[i::threads] for i in range(threads)]
     lua_shares = ", ".join("{" + ", ".join(f'"{t}"' for t in share) + "}" for share in shares)
     path = os.path.join(workdir, "refresh.lua")
@@ -342,7 +356,9 @@ def one_round(seconds, workdir):
         if os.path.exists(db + suffix):
             os.remove(db + suffix)
     # Create and migrate the database, then time a launch on the existing file.
-    Server(f"sqlite:{db}", free_port()).stop()
+    created = Server(f"sqlite:{db}", free_port())
+    created.add_reader()
+    created.stop()
     ceiling = Server("unused", free_port(), program=CEILING, ready_path="/")
     try:
         result = ceiling_round(ceiling, seconds, workdir)
@@ -429,6 +445,7 @@ def postgres_round(seconds, login_script, ceiling, workdir):
     result = {}
     try:
         replicas.append(Server(url, free_port()))
+        replicas[0].add_reader()
         token = replicas[0].login()
         auth = f"Authorization: Bearer {token}"
         against_ceiling(result, "pg1_me_c64", ceiling, replicas[0].base + "/users/me", seconds,

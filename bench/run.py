@@ -24,6 +24,7 @@ run out and count the replays as errors.
 
 import argparse
 import base64
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -57,6 +58,59 @@ wrk.method = "POST"
 wrk.body = "grant_type=password&username=johndoe&password=secret"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 """
+
+# Introspection as a resource server calls it: a registered client with HTTP Basic, a
+# live access token in the form.
+INTROSPECT_LUA = """
+wrk.method = "POST"
+wrk.body = "token=__TOKEN__"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "Basic __BASIC__"
+"""
+
+# Refresh grants: each thread starts with its share of sessions (one login per
+# connection, made before the run) and keeps refreshing with the refresh token each
+# answer returns. Should a session get lost, the connection logs in again (and that
+# shows in the rate).
+REFRESH_LUA = """
+local shares = {__SHARES__}
+local started = 0
+local form = {["Content-Type"] = "application/x-www-form-urlencoded"}
+
+function setup(thread)
+   started = started + 1
+   thread:set("share", started)
+end
+
+function init(args)
+   tokens = {}
+   for _, token in ipairs(shares[share]) do
+      table.insert(tokens, token)
+   end
+end
+
+function request()
+   local token = table.remove(tokens)
+   if token == nil then
+      return wrk.format("POST", "/token", form,
+                        "grant_type=password&username=johndoe&password=secret")
+   end
+   return wrk.format("POST", "/token", form, "grant_type=refresh_token&refresh_token=" .. token)
+end
+
+function response(status, headers, body)
+   local token = body:match('"refresh_token":"([^"]+)"')
+   if token then
+      table.insert(tokens, token)
+   end
+end
+"""
+
+
+# The user behind the bearer tokens of the read loads: not johndoe, whose login floods
+# would end the oldest of his sessions (MAX_SESSIONS_PER_USER) and revoke their tokens.
+READER = "reader"
+READER_PASSWORD = "reader-password"
 
 
 # Proofs signed per second of a DPoP run: above what 2 cores can verify, so none is reused.
@@ -233,8 +287,9 @@ class Server:
     `metrics` serves the metrics on a port of their own, which a `Scraper` then reads."""
 
     def __init__(self, database_url, port, quiet=True, program=BINARY, ready_path="/health",
-                 metrics=False):
+                 metrics=False, env_extra=None, log_path=None):
         self.port = port
+        self.database_url = database_url
         self.base = f"http://127.0.0.1:{port}"
         self.ready_path = ready_path
         env = dict(
@@ -254,7 +309,9 @@ class Server:
             metrics_port = free_port()
             env["METRICS_ADDR"] = f"127.0.0.1:{metrics_port}"
             self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        self.log = tempfile.TemporaryFile()
+        env.update(env_extra or {})
+        self.env = env
+        self.log = open(log_path, "wb") if log_path else tempfile.TemporaryFile()
         self.started = time.perf_counter()
         self.proc = subprocess.Popen([program], env=env, stdout=subprocess.DEVNULL, stderr=self.log)
         self.first_answer_ms = self._wait_until_up()
@@ -270,14 +327,27 @@ class Server:
                 time.sleep(0.002)
         raise SystemExit("the server did not answer within 30 s")
 
-    def login(self, dpop_key=None):
-        """A login's access token; bound to `dpop_key` when given."""
-        data = urllib.parse.urlencode({"username": "johndoe", "password": "secret"}).encode()
+    def login(self, field="access_token", username=READER, password=READER_PASSWORD,
+              dpop_key=None):
+        """A new session; by default the reader's, whose sessions the login floods (as
+        johndoe) cannot end by MAX_SESSIONS_PER_USER. Bound to `dpop_key` when given."""
+        data = urllib.parse.urlencode({"username": username, "password": password}).encode()
         request = urllib.request.Request(self.base + "/token", data=data)
         if dpop_key:
             request.add_header("DPoP", dpop_key.proof("POST", self.base + "/token"))
         with urllib.request.urlopen(request, timeout=10) as r:
-            return json.load(r)["access_token"]
+            return json.load(r)[field]
+
+    def add_reader(self):
+        """The user whose tokens the /users/me and introspection loads use."""
+        subprocess.run([BINARY, "users", "add", READER, "--password-stdin"], env=self.env,
+                       input=READER_PASSWORD + "\n", capture_output=True, text=True, check=True)
+
+    def add_client(self, client_id):
+        """Registers a client on the CLI, as an operator would; returns its secret."""
+        out = subprocess.run([BINARY, "clients", "add", client_id], env=self.env,
+                             capture_output=True, text=True, check=True)
+        return out.stdout.strip()
 
     def stop(self):
         self.proc.terminate()
@@ -343,13 +413,37 @@ def against_ceiling(result, key, ceiling, url, seconds, header):
     result[key] = run_wrk(url, 64, seconds, header=header)
 
 
+def introspect_script(server, token, workdir):
+    secret = server.add_client("bench")
+    basic = base64.b64encode(f"bench:{secret}".encode()).decode()
+    path = os.path.join(workdir, "introspect.lua")
+    with open(path, "w") as f:
+        f.write(INTROSPECT_LUA.replace("__TOKEN__", token).replace("__BASIC__", basic))
+    return path
+
+
+def refresh_script(server, connections, workdir, threads=2):
+    """One login per connection, made now, shared out over wrk's threads."""
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        tokens = list(pool.map(lambda _: server.login("refresh_token", "johndoe", "secret"),
+                               range(connections)))
+    shares = [tokens[i::threads] for i in range(threads)]
+    lua_shares = ", ".join("{" + ", ".join(f'"{t}"' for t in share) + "}" for share in shares)
+    path = os.path.join(workdir, "refresh.lua")
+    with open(path, "w") as f:
+        f.write(REFRESH_LUA.replace("__SHARES__", lua_shares))
+    return path
+
+
 def one_round(seconds, workdir):
     db = os.path.join(workdir, "bench.db")
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(db + suffix):
             os.remove(db + suffix)
     # Create and migrate the database, then time a launch on the existing file.
-    Server(f"sqlite:{db}", free_port()).stop()
+    created = Server(f"sqlite:{db}", free_port())
+    created.add_reader()
+    created.stop()
     ceiling = Server("unused", free_port(), program=CEILING, ready_path="/")
     try:
         result = ceiling_round(ceiling, seconds, workdir)
@@ -411,9 +505,19 @@ def service_rounds(db, ceiling, seconds, workdir):
         result["me_during_flood_c16"] = run_wrk(me, 16, seconds, header=auth)
         result["login_flood_c32"] = parse_wrk(flood.communicate()[0])
         result["flood_peak_rss_mib"] = memory_kib(pid, "VmHWM") / 1024 if peak_reset else None
+        # Introspection right after /users/me on the same server: side by side. A fresh
+        # login: the floods above ended the oldest sessions (MAX_SESSIONS_PER_USER).
+        token = server.login()
+        auth = f"Authorization: Bearer {token}"
+        introspect = introspect_script(server, token, workdir)
+        result["me_for_introspect_c64"] = run_wrk(me, 64, seconds, header=auth)
+        result["introspect_c64"] = run_wrk(server.base + "/token/introspect", 64, seconds,
+                                           script=introspect)
+        result["refresh_c16"] = run_wrk(server.base + "/token", 16, seconds,
+                                        script=refresh_script(server, 16, workdir))
     finally:
         server.stop()
-    result.update(postgres_round(seconds, script))
+    result.update(postgres_round(seconds, script, ceiling, workdir))
     return result
 
 
@@ -433,7 +537,7 @@ def dpop_round(server, me, seconds, workdir, connections=64, threads=2):
                    script=script, threads=threads)
 
 
-def postgres_round(seconds, login_script):
+def postgres_round(seconds, login_script, ceiling, workdir):
     """The same loads on PostgreSQL: one replica, then two sharing the database."""
     database = postgres_database()
     if database is None:
@@ -444,10 +548,21 @@ def postgres_round(seconds, login_script):
     result = {}
     try:
         replicas.append(Server(url, free_port()))
+        replicas[0].add_reader()
         token = replicas[0].login()
         auth = f"Authorization: Bearer {token}"
-        result["pg1_me_c64"] = run_wrk(replicas[0].base + "/users/me", 64, seconds, header=auth)
+        against_ceiling(result, "pg1_me_c64", ceiling, replicas[0].base + "/users/me", seconds,
+                        auth)
         result["pg1_token_c16"] = run_wrk(replicas[0].base + "/token", 16, seconds, script=login_script)
+        token = replicas[0].login()
+        auth = f"Authorization: Bearer {token}"
+        introspect = introspect_script(replicas[0], token, workdir)
+        result["pg1_me_for_introspect_c64"] = run_wrk(replicas[0].base + "/users/me", 64,
+                                                      seconds, header=auth)
+        result["pg1_introspect_c64"] = run_wrk(replicas[0].base + "/token/introspect", 64,
+                                               seconds, script=introspect)
+        result["pg1_refresh_c16"] = run_wrk(replicas[0].base + "/token", 16, seconds,
+                                            script=refresh_script(replicas[0], 16, workdir))
         replicas.append(Server(url, free_port()))
         bases = [r.base for r in replicas]
         result["pg2_me_c64"] = run_wrk_split([b + "/users/me" for b in bases], 64, seconds, header=auth)
@@ -458,6 +573,205 @@ def postgres_round(seconds, login_script):
             replica.stop()
         drop_postgres_database(name)
     return result
+
+
+# The backlog housekeeping meets after downtime or a busy day: this many users, each with
+# one live access token, and twice as many expired tokens; `--scale` multiplies them.
+SCALE_USERS = 1_000_000
+DAY_MS = 86_400_000
+
+
+def build_sqlite_backlog(db, users):
+    """Rows in bulk, generated by SQL (a recursive CTE) on a migrated file."""
+    import sqlite3
+    con = sqlite3.connect(db)
+    con.execute("pragma journal_mode = wal")
+    con.execute("pragma synchronous = off")
+    now = int(time.time() * 1000)
+    with con:
+        con.execute(f"""
+            with recursive n(i) as (select 1 union all select i + 1 from n where i < {users})
+            insert into users (username, hashed_password, scopes)
+            select 'user' || i, (select hashed_password from users where username = 'johndoe'),
+                   'me'
+            from n""")
+    with con:
+        con.execute(f"""
+            insert into access_tokens (token_hash, user_id, scopes, issued_at, expires_at)
+            select randomblob(32), id, 'me', {now}, {now + DAY_MS}
+            from users where username like 'user%'""")
+    with con:
+        con.execute(f"""
+            insert into access_tokens (token_hash, user_id, scopes, issued_at, expires_at)
+            select randomblob(32), id, 'me', {now - 2 * DAY_MS}, {now - DAY_MS} - (k * 1000)
+            from users, (select 0 as k union all select 1)
+            where username like 'user%'""")
+    con.close()
+
+
+def build_postgres_backlog(url, users):
+    """Rows in bulk, generated by SQL (generate_series)."""
+    now = int(time.time() * 1000)
+    sql = f"""
+        insert into users (username, hashed_password, scopes)
+        select 'user' || i, (select hashed_password from users where username = 'johndoe'), 'me'
+        from generate_series(1, {users}) i;
+        insert into access_tokens (token_hash, user_id, scopes, issued_at, expires_at)
+        select decode(md5(id::text || 'a') || md5(id::text || 'b'), 'hex'), id, 'me',
+               {now}, {now + DAY_MS}
+        from users where username like 'user%';
+        insert into access_tokens (token_hash, user_id, scopes, issued_at, expires_at)
+        select decode(md5(id::text || k || 'c') || md5(id::text || k || 'd'), 'hex'), id, 'me',
+               {now - 2 * DAY_MS}, {now - DAY_MS} - k * 1000
+        from users, generate_series(0, 1) k where username like 'user%';
+        analyze;
+    """
+    out = psql(url, sql)
+    if out.returncode != 0:
+        raise SystemExit(f"building the PostgreSQL backlog failed: {out.stderr}")
+
+
+def percentile(values, p):
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+class PacedProbe:
+    """A few users while housekeeping runs: a login every 200 ms, GET /users/me every
+    10 ms, GET /health every 100 ms, each on a kept-alive connection of its own."""
+
+    def __init__(self, base):
+        self.host, self.port = base.split("//")[1].split(":")
+        self.stop = threading.Event()
+        self.samples = {"login": [], "me": [], "health": []}
+        self.token = None
+
+    def _call(self, conn, method, path, body=None, headers=None):
+        started = time.perf_counter()
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            data = response.read()
+            status = response.status
+        except OSError:
+            conn.close()
+            status, data = 0, b""
+        return status, (time.perf_counter() - started) * 1000, data
+
+    def _loop(self, kind, every, method, path, body=None, headers=None):
+        import http.client
+        conn = http.client.HTTPConnection(self.host, int(self.port), timeout=30)
+        next_at = time.perf_counter()
+        while not self.stop.is_set():
+            hdrs = dict(headers or {})
+            if kind == "me":
+                hdrs["Authorization"] = f"Bearer {self.token}"
+            status, ms, data = self._call(conn, method, path, body, hdrs)
+            self.samples[kind].append((status, ms))
+            next_at += every
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+
+    def __enter__(self):
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        login = "grant_type=password&username=johndoe&password=secret"
+        import http.client
+        conn = http.client.HTTPConnection(self.host, int(self.port), timeout=30)
+        # Another user's token for /users/me: johndoe's logins every 200 ms end his
+        # oldest sessions beyond MAX_SESSIONS_PER_USER (the backlog's users share his
+        # password).
+        _, _, data = self._call(conn, "POST", "/token",
+                                "grant_type=password&username=user1&password=secret", form)
+        self.token = json.loads(data)["access_token"]
+        self.threads = [
+            threading.Thread(target=self._loop, args=("login", 0.2, "POST", "/token", login,
+                                                      form), daemon=True),
+            threading.Thread(target=self._loop, args=("me", 0.01, "GET", "/users/me"),
+                             daemon=True),
+            threading.Thread(target=self._loop, args=("health", 0.1, "GET", "/health"),
+                             daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+    def summary(self):
+        out = {}
+        for kind, samples in self.samples.items():
+            out[kind] = {
+                "requests": len(samples),
+                "non_200": sum(1 for status, _ in samples if status != 200),
+                "status_503": sum(1 for status, _ in samples if status == 503),
+                "p50_ms": percentile([ms for _, ms in samples], 50),
+                "p99_ms": percentile([ms for _, ms in samples], 99),
+                "max_ms": max((ms for _, ms in samples), default=None),
+            }
+        return out
+
+
+def housekeeping_at_scale(backend, scale, workdir, timeout=900):
+    """Builds the backlog, starts the service (its first sweep runs at start), and probes
+    it until the sweep says it is done."""
+    users = max(1000, int(SCALE_USERS * scale))
+    name = None
+    if backend == "sqlite":
+        db = os.path.join(workdir, "scale.db")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(db + suffix):
+                os.remove(db + suffix)
+        url = f"sqlite:{db}"
+        Server(url, free_port()).stop()
+    else:
+        database = postgres_database()
+        if database is None:
+            return None
+        name, url = database
+        Server(url, free_port()).stop()
+    built = time.perf_counter()
+    try:
+        if backend == "sqlite":
+            build_sqlite_backlog(db, users)
+        else:
+            build_postgres_backlog(url, users)
+        build_s = time.perf_counter() - built
+        log_path = os.path.join(workdir, f"scale-{backend}.log")
+        # The sweep's own line says when it is done (and how many rows went).
+        server = Server(url, free_port(), log_path=log_path,
+                        env_extra={"RUST_LOG": "warn,simple_oauth2::server=debug"})
+        try:
+            with PacedProbe(server.base) as probe:
+                deadline = time.perf_counter() + timeout
+                done = None
+                while time.perf_counter() < deadline and done is None:
+                    time.sleep(0.1)
+                    with open(log_path, errors="replace") as f:
+                        for line in f:
+                            m = re.search(r"deleted[=: ]+(\d+)", line)
+                            if "deleted dead tokens" in line and m:
+                                done = int(m.group(1))
+                cleared_s = time.perf_counter() - server.started
+            result = probe.summary()
+        finally:
+            server.stop()
+        result.update({
+            "backend": backend,
+            "users": users,
+            "live_tokens": users,
+            "expired_tokens": 2 * users,
+            "build_s": build_s,
+            "deleted": done,
+            "cleared_s": cleared_s if done is not None else None,
+        })
+        return result
+    finally:
+        if name:
+            drop_postgres_database(name)
 
 
 def median_of(rounds, *path):
@@ -549,6 +863,15 @@ def report(summary):
                  "default_probe_flood", "ceiling_probe_flood", "p99_ms"),
             line("the same, metrics on", "metrics_probe_flood", "ceiling_probe_flood",
                  "p99_ms"),
+            line("PostgreSQL, 1 replica: /users/me, 64 connections, requests/s",
+                 "pg1_me_c64", "ceiling_for_pg1_me_c64", "rps"),
+            "",
+            "| side by side on the same server (median of the rounds' ratios) | ratio |",
+            "|---|---:|",
+            line("SQLite: introspection / /users/me, requests/s", "introspect_c64",
+                 "me_for_introspect_c64", "rps"),
+            line("PostgreSQL: introspection / /users/me, requests/s", "pg1_introspect_c64",
+                 "pg1_me_for_introspect_c64", "rps"),
         ]
 
     peak = summary["flood_peak_rss_mib"]
@@ -586,8 +909,19 @@ def report(summary):
         row("GET /users/me, 16 connections, during a 32-connection login flood", "me_during_flood_c16"),
         row("POST /token, 32-connection login flood", "login_flood_c32"),
         *[row(name, key) for name, key in (
+            ("GET /users/me, 64 connections, just before the next row", "me_for_introspect_c64"),
+            ("POST /token/introspect (registered client, HTTP Basic), 64 connections",
+             "introspect_c64"),
+            ("POST /token, refresh grant, 16 connections", "refresh_c16"),
+            ("ceiling, just before the next row", "ceiling_for_pg1_me_c64"),
             ("PostgreSQL, 1 replica: GET /users/me, 64 connections", "pg1_me_c64"),
             ("PostgreSQL, 1 replica: POST /token, 16 connections", "pg1_token_c16"),
+            ("PostgreSQL, 1 replica: GET /users/me, 64 connections, just before the next row",
+             "pg1_me_for_introspect_c64"),
+            ("PostgreSQL, 1 replica: POST /token/introspect, 64 connections",
+             "pg1_introspect_c64"),
+            ("PostgreSQL, 1 replica: POST /token, refresh grant, 16 connections",
+             "pg1_refresh_c16"),
             ("PostgreSQL, 2 replicas, load split: GET /users/me, 64 connections", "pg2_me_c64"),
             ("PostgreSQL, 2 replicas, load split: POST /token, 16 connections", "pg2_token_c16"),
         ) if key in med],
@@ -606,7 +940,47 @@ def report(summary):
         "| resident memory, peak during the login flood | "
         + (f"{peak:.1f} MiB |" if peak else "n/a |"),
         f"| launch to first answer, existing database | {summary['launch_to_first_answer_ms']:.0f} ms |",
+        *(housekeeping_report(summary["housekeeping"]) if summary.get("housekeeping") else []),
     ])
+
+
+def measure_housekeeping(scale):
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "simple-oauth2"],
+                   cwd=ROOT, check=True)
+    results = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for backend in ("sqlite", "postgres"):
+            print(f"housekeeping at scale, {backend} ...", file=sys.stderr)
+            result = housekeeping_at_scale(backend, scale, workdir)
+            if result:
+                results.append(result)
+    return results
+
+
+def housekeeping_report(results):
+    lines = [
+        "",
+        "Housekeeping at scale: the first sweep after start deletes the expired backlog in "
+        "batches while a paced probe runs (a login every 200 ms, GET /users/me every 10 ms, "
+        "GET /health every 100 ms).",
+        "",
+        "| backend | users, live tokens | expired tokens | built in | backlog cleared in "
+        "| 503s | not 200 (login, /users/me, /health) | login p99 ms | /users/me p99 ms "
+        "| /users/me max ms | /health p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        cleared = f"{r['cleared_s']:.1f} s" if r["cleared_s"] is not None else "not within the run"
+        status_503 = sum(r[k]["status_503"] for k in ("login", "me", "health"))
+        lines.append(
+            f"| {r['backend']} | {r['users']:,} | {r['expired_tokens']:,} | {r['build_s']:.0f} s "
+            f"| {cleared} | {status_503} "
+            f"| {r['login']['non_200']}, {r['me']['non_200']}, {r['health']['non_200']} "
+            f"| {r['login']['p99_ms']:.1f} | {r['me']['p99_ms']:.2f} | {r['me']['max_ms']:.1f} "
+            f"| {r['health']['p99_ms']:.1f} |")
+    return lines
 
 
 def measure(args):
@@ -628,8 +1002,10 @@ def measure(args):
             "default_probe_flood", "default_login_flood_c32", "metrics_me_c64",
             "metrics_probe_flood", "ceiling_for_default_me_c64", "ceiling_for_me_c64",
             "ceiling_for_metrics_me_c64"]
-    keys += [k for k in ("me_dpop_c64", "pg1_me_c64", "pg1_token_c16", "pg2_me_c64",
-                         "pg2_token_c16")
+    keys += ["me_for_introspect_c64", "introspect_c64", "refresh_c16"]
+    keys += [k for k in ("me_dpop_c64", "ceiling_for_pg1_me_c64", "pg1_me_c64", "pg1_token_c16",
+                         "pg1_me_for_introspect_c64", "pg1_introspect_c64", "pg1_refresh_c16",
+                         "pg2_me_c64", "pg2_token_c16")
              if all(k in r for r in rounds)]
     summary = {
         "machine": {
@@ -659,14 +1035,22 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="housekeeping at scale: users (and live tokens) in millions, "
+                             "expired tokens twice that; 0 skips it")
+    parser.add_argument("--scale-only", action="store_true",
+                        help="measure only housekeeping at scale, keeping the rest of --out")
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: print the table and chart of --out again")
     args = parser.parse_args()
-    if args.report_only:
+    if args.report_only or args.scale_only:
         with open(args.out) as f:
             summary = json.load(f)
     else:
         summary = measure(args)
+    if args.scale and not args.report_only:
+        summary["housekeeping"] = measure_housekeeping(args.scale)
+    if not args.report_only:
         with open(args.out, "w") as f:
             json.dump(summary, f, indent=2)
     table = report(summary)

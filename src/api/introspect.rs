@@ -3,12 +3,19 @@
 use std::{net::IpAddr, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use poem::{Request, RequestBody, http::header::AUTHORIZATION, web::RemoteAddr};
+use poem::{
+    IntoResponse, Request, RequestBody,
+    http::{
+        HeaderValue, Method,
+        header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA},
+    },
+    web::RemoteAddr,
+};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi,
-    payload::Json,
+    payload::{Form, Json, Payload},
     registry::{MetaSecurityScheme, Registry},
-    types::Password,
+    types::{Password, ToJSON},
 };
 
 use super::{ApiTags, form::UrlEncoded};
@@ -216,6 +223,49 @@ enum IntrospectResponse {
 
 pub struct IntrospectionApi {
     pub auth: Arc<Auth>,
+}
+
+/// The route [`introspect_from_cache`] answers.
+pub const INTROSPECT: &str = "/token/introspect";
+
+/// `POST /token/introspect` answered from the caches alone, before the router: a client
+/// with HTTP Basic credentials checked lately, a form with `token` (and at most a
+/// `token_type_hint` other than `refresh_token`), and a live token the token cache holds.
+/// `body`: the request's body, already read. `None` (anything else, a wrong secret
+/// included) takes the full path, [`IntrospectionApi::introspect`]; the answer is the
+/// same either way, built from the same body type.
+pub fn introspect_from_cache(auth: &Auth, req: &Request, body: &[u8]) -> Option<poem::Response> {
+    if req.method() != Method::POST || req.uri().path() != INTROSPECT {
+        return None;
+    }
+    let BasicCredentials::Present { client_id, secret } = BasicCredentials::from_request(req)
+    else {
+        return None;
+    };
+    if !req
+        .content_type()
+        .is_some_and(Form::<IntrospectionForm>::check_content_type)
+    {
+        return None;
+    }
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
+    let token = match fields.as_slice() {
+        [(name, token)] if name == "token" => token,
+        [(name, token), (hint, value)] | [(hint, value), (name, token)]
+            if name == "token" && hint == "token_type_hint" && value != "refresh_token" =>
+        {
+            token
+        }
+        _ => return None,
+    };
+    let address = req.remote_addr().as_socket_addr().map(|addr| addr.ip());
+    let found = auth.introspect_from_cache(&client_id, &secret, address, token)?;
+    let mut response =
+        poem::web::Json(IntrospectionBody::from(Some(found)).to_json()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    Some(response)
 }
 
 /// How a client may authenticate here, as RFC 8414 names the methods [`client_credentials`]

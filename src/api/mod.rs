@@ -17,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use poem::{
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
     error::ReadBodyError,
@@ -62,6 +63,7 @@ enum ApiTags {
 /// The whole service as one endpoint; `main` serves it and the tests call it.
 pub fn app(auth: Arc<Auth>, cors: Arc<Cors>) -> impl Endpoint<Output = Response> {
     let metrics = auth.metrics().clone();
+    let early = auth.clone();
     let api = OpenApiService::new(
         (
             token::TokenApi { auth: auth.clone() },
@@ -92,7 +94,14 @@ pub fn app(auth: Arc<Auth>, cors: Arc<Cors>) -> impl Endpoint<Output = Response>
         .at("/openapi.json", poem::get(docs.spec_endpoint()))
         .data(metrics.clone())
         .around(move |ep, req| {
-            around_request(ep, req, allowed.clone(), metrics.clone(), cors.clone())
+            around_request(
+                ep,
+                req,
+                allowed.clone(),
+                metrics.clone(),
+                cors.clone(),
+                early.clone(),
+            )
         })
 }
 
@@ -150,6 +159,7 @@ async fn around_request<E: Endpoint>(
     allowed: Arc<AllowedMethods>,
     metrics: Arc<Metrics>,
     cors: Arc<Cors>,
+    auth: Arc<Auth>,
 ) -> poem::Result<Response> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -160,10 +170,19 @@ async fn around_request<E: Endpoint>(
     let mut response = match preflight {
         Some(response) => response,
         None => match limit_body(req).await {
-            Ok(req) => match ep.call(req).await {
-                Ok(output) => output.into_response(),
-                Err(err) => error::framework_error(err, &path, &allowed),
-            },
+            Ok((req, body)) => {
+                // Introspection, which resource servers call on every request, is answered
+                // from the caches when they can (see `introspect::introspect_from_cache`).
+                let early =
+                    body.and_then(|body| introspect::introspect_from_cache(&auth, &req, &body));
+                match early {
+                    Some(response) => response,
+                    None => match ep.call(req).await {
+                        Ok(output) => output.into_response(),
+                        Err(err) => error::framework_error(err, &path, &allowed),
+                    },
+                }
+            }
             Err(response) => response,
         },
     };
@@ -205,7 +224,8 @@ fn finish(
 /// `Content-Length` says it is too large, after that many bytes otherwise (chunked, or an
 /// HTTP/2 stream that declares no length). A body that has not arrived in full within
 /// [`BODY_READ_TIMEOUT`] gets 408.
-async fn limit_body(mut req: Request) -> Result<Request, Response> {
+/// Returns the request with its body buffered, and that body (`None`: there was none).
+async fn limit_body(mut req: Request) -> Result<(Request, Option<Bytes>), Response> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -217,7 +237,7 @@ async fn limit_body(mut req: Request) -> Result<Request, Response> {
     let body = req.take_body();
     if body.is_empty() {
         req.set_body(body);
-        return Ok(req);
+        return Ok((req, None));
     }
     // Boxed: the read's state is kilobytes, and a request without a body should not carry
     // it through every layer.
@@ -227,8 +247,8 @@ async fn limit_body(mut req: Request) -> Result<Request, Response> {
     ));
     match read.await {
         Ok(Ok(bytes)) => {
-            req.set_body(bytes);
-            Ok(req)
+            req.set_body(bytes.clone());
+            Ok((req, Some(bytes)))
         }
         Ok(Err(ReadBodyError::PayloadTooLarge)) => Err(error::payload_too_large(MAX_BODY_BYTES)),
         Err(_) => Err(error::body_timeout()),

@@ -8,7 +8,12 @@ use super::{
     dpop::{DpopRequest, ProofError, TokenType},
     token::{self, TokenDigest},
 };
-use crate::{metrics::Metrics, scope::Scope, store::unix_millis, users};
+use crate::{
+    metrics::Metrics,
+    scope::Scope,
+    store::{LiveToken, unix_millis},
+    users,
+};
 
 impl Auth {
     /// The user holding access token `token`, if the token is live, carries `required`
@@ -65,20 +70,10 @@ impl Auth {
         }
         let digest = TokenDigest::of(token);
         let now = unix_millis(SystemTime::now());
-        let live = match self.tokens.get(&digest, now) {
-            Some(live) => live,
-            None => {
-                let started = self.tokens.read_started();
-                let live = self
-                    .store
-                    .find_live_token(digest.as_bytes(), now)
-                    .await?
-                    .ok_or(AccessError::InvalidToken(scheme))?;
-                let live = Arc::new(live);
-                self.tokens.insert(digest, live.clone(), started);
-                live
-            }
-        };
+        let live = self
+            .live_token(&digest, now)
+            .await?
+            .ok_or(AccessError::InvalidToken(scheme))?;
         // The token is checked before the proof: an unknown token, or an unbound one sent
         // as DPoP, is `invalid_token` whatever the proof.
         match (dpop, &live.dpop_jkt) {
@@ -106,5 +101,26 @@ impl Auth {
             return Err(AccessError::InactiveUser);
         }
         Ok(user.clone())
+    }
+
+    /// The live access token with this digest (known, not expired, not revoked) and its
+    /// user, from the token cache when it can vouch for it, else from the database (and
+    /// then remembered). The one place that decides what an access token is: bearer
+    /// checks and introspection both ask here.
+    pub(super) async fn live_token(
+        &self,
+        digest: &TokenDigest,
+        now: i64,
+    ) -> Result<Option<Arc<LiveToken>>, sqlx::Error> {
+        if let Some(live) = self.tokens.get(digest, now) {
+            return Ok(Some(live));
+        }
+        let started = self.tokens.read_started();
+        let Some(live) = self.store.find_live_token(digest.as_bytes(), now).await? else {
+            return Ok(None);
+        };
+        let live = Arc::new(live);
+        self.tokens.insert(*digest, live.clone(), started);
+        Ok(Some(live))
     }
 }

@@ -1,7 +1,7 @@
 //! Token introspection (RFC 7662) for registered clients (who authenticate as
 //! `clients.rs` says).
 
-use std::time::SystemTime;
+use std::{net::IpAddr, time::SystemTime};
 
 use super::{
     Amr, Auth, IntrospectionError,
@@ -10,7 +10,7 @@ use super::{
 use crate::{
     metrics::Metrics,
     scope::Scopes,
-    store::{millis, unix_millis},
+    store::{LiveToken, millis, unix_millis},
 };
 
 /// Which kind of token was described.
@@ -92,23 +92,52 @@ impl Auth {
         digest: &TokenDigest,
         now: i64,
     ) -> Result<Option<Introspection>, sqlx::Error> {
-        let Some(live) = self.store.find_live_token(digest.as_bytes(), now).await? else {
+        let Some(live) = self.live_token(digest, now).await? else {
             return Ok(None);
         };
+        Ok(self.describe_access_token(&live))
+    }
+
+    /// What introspection says about a live access token; `None` when its user is
+    /// disabled.
+    fn describe_access_token(&self, live: &LiveToken) -> Option<Introspection> {
         if live.user.disabled {
-            return Ok(None);
+            return None;
         }
-        Ok(Some(Introspection {
+        Some(Introspection {
             token_use: TokenUse::AccessToken,
             scopes: live.scopes.intersection(&live.user.allowed_scopes()),
-            username: live.user.username,
+            username: live.user.username.clone(),
             issued_at: live.issued_at / 1000,
             expires_at: live.expires_at / 1000,
-            client_id: live.client_id,
+            client_id: live.client_id.clone(),
             issuer: self.issuer.clone(),
             amr: Amr::methods(live.amr.as_deref()),
-            dpop_jkt: live.dpop_jkt,
-        }))
+            dpop_jkt: live.dpop_jkt.clone(),
+        })
+    }
+
+    /// Introspects an access token for a client when the caches alone can say so: the
+    /// client's secret and its throttle state checked lately, and the token live in the
+    /// token cache; counted as the full path counts it. `None`, not counted, means "ask
+    /// [`Auth::authenticate_client`] and [`Auth::introspect`]", which answer every case,
+    /// a wrong secret included (counted there, at the full cost).
+    pub fn introspect_from_cache(
+        &self,
+        client_id: &str,
+        secret: &str,
+        address: Option<IpAddr>,
+        token: &str,
+    ) -> Option<Introspection> {
+        if !token::is_well_formed(token) || !self.client_known_lately(client_id, secret, address) {
+            return None;
+        }
+        let now = unix_millis(SystemTime::now());
+        let live = self.tokens.peek(&TokenDigest::of(token), now)?;
+        let found = self.describe_access_token(&live)?;
+        self.tokens.hit();
+        self.metrics.introspection("active");
+        Some(found)
     }
 
     async fn introspect_refresh_token(

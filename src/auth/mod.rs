@@ -26,7 +26,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use self::{cache::TokenCache, dpop::ProofChecker, password::Hasher, throttle::LoginThrottle};
+use self::{
+    cache::TokenCache, clients::ClientSecrets, dpop::ProofChecker, password::Hasher,
+    throttle::LoginThrottle,
+};
 pub use self::{
     dpop::{DpopHeader, DpopRequest, ProofError, TokenType},
     errors::{
@@ -127,6 +130,7 @@ pub struct Auth {
     hasher: Hasher,
     throttle: LoginThrottle,
     tokens: TokenCache,
+    client_secrets: ClientSecrets,
     access_ttl: Duration,
     refresh: RefreshPolicy,
     max_sessions_per_user: u32,
@@ -145,6 +149,7 @@ impl Auth {
         let metrics = Arc::new(Metrics::default());
         Self {
             tokens: TokenCache::new(store.changes().clone(), &metrics),
+            client_secrets: ClientSecrets::new(store.changes().clone()),
             hasher: Hasher::new(&metrics),
             metrics,
             store,

@@ -98,6 +98,7 @@ impl Auth {
                 .store
                 .refresh_session(
                     record.session_id,
+                    record.user.id,
                     spend,
                     unix_millis(now),
                     NewAccessToken {

@@ -8,7 +8,12 @@
 //! that finds the limit filled by attempts still in flight waits for their verdicts.
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, Ipv6Addr},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -21,11 +26,25 @@ const MAX_TRACKED_NAME_LEN: usize = 128;
 const BUSY_POLL: Duration = Duration::from_millis(20);
 const BUSY_WAIT_LIMIT: Duration = Duration::from_secs(5);
 
+/// How long [`LoginThrottle::check_lately`] trusts a key it found clear of failures
+/// without reading it again, unless this process records a failure first: the bound
+/// the contract gives replicas to see each other's changes.
+const CLEAR_REUSE: Duration = Duration::from_secs(1);
+
+/// At most this many keys found clear are remembered.
+const MAX_REMEMBERED_CLEAR: usize = 10_000;
+
 /// Counts failed logins per name and per client address; a limit of 0 is off.
 pub struct LoginThrottle {
     per_name: u32,
     per_address: u32,
     window: Duration,
+    /// Keys found clear, with the [`LoginThrottle::failures_recorded`] count and the
+    /// time they were read at.
+    clear: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Moves whenever this process records a failure, against any key: whatever was
+    /// found clear before is read again.
+    failures_recorded: AtomicU64,
 }
 
 /// Who an attempt claims to be.
@@ -113,6 +132,8 @@ impl LoginThrottle {
             per_name: max_per_name,
             per_address: max_per_address,
             window,
+            clear: Mutex::default(),
+            failures_recorded: AtomicU64::new(0),
         }
     }
 
@@ -133,13 +154,51 @@ impl LoginThrottle {
         subject: Subject<'_>,
         address: IpAddr,
     ) -> Result<(), Refusal> {
+        self.check_keys(store, subject, address, false).await
+    }
+
+    /// As [`LoginThrottle::check`], but a key found clear less than [`CLEAR_REUSE`] ago
+    /// is not read again, unless this process has recorded a failure since. For client
+    /// authentication, whose right secret is no guess: failures are still counted
+    /// exactly (by [`LoginThrottle::count`]), and a limit filled on this replica holds
+    /// from the next attempt, on another within the second.
+    pub async fn check_lately(
+        &self,
+        store: &Store,
+        subject: Subject<'_>,
+        address: IpAddr,
+    ) -> Result<(), Refusal> {
+        self.check_keys(store, subject, address, true).await
+    }
+
+    /// Whether every key of the attempt was found clear lately (see
+    /// [`LoginThrottle::check_lately`]), so that checking it would read nothing.
+    pub fn lately_clear(&self, subject: Subject<'_>, address: IpAddr) -> bool {
+        let keys = Keys::new(subject, address);
+        self.keyed(&keys).all(|(key, _)| self.known_clear(key))
+    }
+
+    async fn check_keys(
+        &self,
+        store: &Store,
+        subject: Subject<'_>,
+        address: IpAddr,
+        reuse_clear: bool,
+    ) -> Result<(), Refusal> {
         let keys = Keys::new(subject, address);
         let now = unix_millis(SystemTime::now());
         let mut ends = None;
         for (key, max) in self.keyed(&keys) {
+            if reuse_clear && self.known_clear(key) {
+                continue;
+            }
+            let recorded = self.failures_recorded.load(Ordering::Acquire);
             let exhausted = store
                 .attempts_exhausted(key, max, self.window_millis(), now)
                 .await?;
+            if reuse_clear && exhausted.is_none() {
+                self.remember_clear(key, recorded);
+            }
             ends = ends.max(exhausted);
         }
         match ends {
@@ -217,10 +276,42 @@ impl LoginThrottle {
 
     /// A wrong password (or secret, or one-time code): recorded against every key.
     pub async fn failed(&self, store: &Store, attempt: Attempt) -> Result<(), sqlx::Error> {
+        let mut result = Ok(());
         for key in &attempt.counted {
-            store.attempt_failed(key).await?;
+            result = store.attempt_failed(key).await;
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        // After the writes: a check that read before them remembers nothing.
+        self.failures_recorded.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
+    fn remembered_clear(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Instant)>> {
+        // Entries are replaced whole; a panic elsewhere cannot leave one half-written.
+        self.clear.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `key` was found clear lately, with no failure recorded here since.
+    fn known_clear(&self, key: &str) -> bool {
+        let recorded = self.failures_recorded.load(Ordering::Acquire);
+        self.remembered_clear()
+            .get(key)
+            .is_some_and(|&(at, read)| at == recorded && read.elapsed() < CLEAR_REUSE)
+    }
+
+    /// Remembers `key` as clear, as read when `recorded` failures had been recorded here,
+    /// unless one has been recorded since.
+    fn remember_clear(&self, key: &str, recorded: u64) {
+        let mut clear = self.remembered_clear();
+        if self.failures_recorded.load(Ordering::Acquire) != recorded {
+            return;
+        }
+        if clear.len() >= MAX_REMEMBERED_CLEAR {
+            clear.clear();
+        }
+        clear.insert(key.to_owned(), (recorded, Instant::now()));
     }
 
     /// A right password: the name's failures are forgotten, and the attempt no longer

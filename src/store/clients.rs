@@ -32,6 +32,8 @@ impl Store {
             .await?
             .rows_affected()
         });
+        // The service caches what it read about clients, an unknown id included.
+        self.bump_if(done);
         Ok(done == 1)
     }
 
@@ -69,6 +71,7 @@ impl Store {
                 .await?
                 .rows_affected()
         });
+        self.bump_if(done);
         Ok(done == 1)
     }
 }

@@ -234,9 +234,11 @@ impl Store {
     /// or the session was revoked, nothing is written. The session's row is written first,
     /// so concurrent refreshes of one session take turns (on PostgreSQL by its row lock,
     /// on SQLite by the write lock) and each sees the tokens the others issued.
+    /// `user_id`: the session's user.
     pub async fn refresh_session(
         &self,
         session_id: i64,
+        user_id: i64,
         spend: Option<&[u8; 32]>,
         now: i64,
         access: NewAccessToken<'_>,
@@ -254,36 +256,41 @@ impl Store {
             if live.rows_affected() == 0 {
                 return Ok(Rotation::SessionEnded);
             }
-            if let Some(spend) = spend {
-                let spent = sqlx::query(
+            // Spending the presented token retires the session's only live one: every
+            // writer keeps at most one live, each in turn under the session's lock taken
+            // above. A retry spends nothing, so it retires whatever is live.
+            let retired = match spend {
+                Some(spend) => sqlx::query(
                     "update refresh_tokens set spent_at = $1
-                     where token_hash = $2 and session_id = $3 and spent_at is null",
+                     where session_id = $2 and spent_at is null and token_hash = $3",
                 )
                 .bind(now)
+                .bind(session_id)
                 .bind(&spend[..])
+                .execute(&mut *tx)
+                .await?,
+                None => sqlx::query(
+                    "update refresh_tokens set spent_at = $1
+                     where session_id = $2 and spent_at is null",
+                )
+                .bind(now)
                 .bind(session_id)
                 .execute(&mut *tx)
-                .await?;
-                if spent.rows_affected() == 0 {
-                    return Ok(Rotation::AlreadySpent);
-                }
+                .await?,
+            };
+            if spend.is_some() && retired.rows_affected() == 0 {
+                return Ok(Rotation::AlreadySpent);
             }
             sqlx::query(
-                "update refresh_tokens set spent_at = $1 where session_id = $2 and spent_at is null",
-            )
-            .bind(now)
-            .bind(session_id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
                 "insert into access_tokens (token_hash, user_id, session_id, scopes, issued_at, expires_at)
-                 select $1, user_id, id, $2, $3, $4 from sessions where id = $5",
+                 values ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&access.digest[..])
+            .bind(user_id)
+            .bind(session_id)
             .bind(access.scopes.to_string())
             .bind(now)
             .bind(access.expires_at)
-            .bind(session_id)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -294,16 +301,20 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            // The oldest spent rows beyond the newest 63 go (ties at the boundary too, so
+            // never more than 64 stay): an index-only walk down the session's newest rows
+            // and a range delete, where sorting the session's rows to pick 64 by token
+            // cost a lookup per row on every refresh.
             sqlx::query(
                 "delete from refresh_tokens
-                 where session_id = $1
-                   and token_hash not in (select token_hash from refresh_tokens
-                                          where session_id = $1
-                                          order by issued_at desc, spent_at is null desc
-                                          limit $2)",
+                 where session_id = $1 and spent_at is not null
+                   and issued_at <= (select issued_at from refresh_tokens
+                                     where session_id = $1
+                                     order by issued_at desc
+                                     limit 1 offset $2)",
             )
             .bind(session_id)
-            .bind(REFRESH_TOKEN_ROWS_PER_SESSION)
+            .bind(REFRESH_TOKEN_ROWS_PER_SESSION - 1)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -345,3 +345,188 @@ async fn the_openapi_document_describes_introspection_with_basic_auth() {
     }
     assert!(spec["paths"]["/.well-known/oauth-authorization-server"]["get"].is_object());
 }
+
+/// The status of an introspection after a change made outside this app (the CLI): asked
+/// once on SQLite, where such a change counts from the next request; on PostgreSQL asked
+/// again until it is what `expected` looks for or a second has passed, the contract's
+/// bound for changes made by another process.
+async fn introspection_after_outside_change(
+    app: &TestApp,
+    client_id: &str,
+    secret: &str,
+    token: &str,
+    expected: impl Fn(&(u16, Value)) -> bool,
+) -> (u16, Value) {
+    let deadline = match app.database.backend() {
+        crate::helpers::Backend::Sqlite => Duration::ZERO,
+        crate::helpers::Backend::Postgres => Duration::from_secs(1),
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let answer = introspect(app, client_id, secret, token).await;
+        if expected(&answer) || started.elapsed() >= deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a client can see of an introspection answer: status, the headers it reads, and
+/// the body's bytes.
+async fn introspection_seen(
+    app: &TestApp,
+    secret: &str,
+    token: &str,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let response = app
+        .post("/token/introspect")
+        .basic_auth("billing", Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = ["content-type", "content-length", "cache-control", "pragma"]
+        .iter()
+        .map(|name| {
+            let value = response.headers().get(*name).map(|v| v.to_str().unwrap());
+            (name.to_string(), value.unwrap_or("<absent>").to_owned())
+        })
+        .collect();
+    (status, headers, response.bytes().await.unwrap().to_vec())
+}
+
+both_backends! {
+    // Client secrets are cached like tokens: adding or deleting a client on the CLI
+    // counts from the next introspection (on PostgreSQL, within the second).
+    #[tokio::test]
+    async fn a_client_added_or_deleted_on_the_cli_counts_from_the_next_introspection() {
+        let app = spawn_app().await;
+        let token = app.token_for("johndoe", "secret", "").await;
+        let other = add_client(&app, "reports");
+        // An unknown id, asked twice: what the service read about it must not outlive
+        // the client's registration.
+        for _ in 0..2 {
+            assert_eq!(introspect(&app, "billing", &other, &token).await.0, 401);
+        }
+        let secret = add_client(&app, "billing");
+        let (status, body) = introspection_after_outside_change(
+            &app, "billing", &secret, &token, |a| a.0 == 200).await;
+        assert_eq!(status, 200, "{body}");
+        for _ in 0..3 {
+            assert_eq!(introspect(&app, "billing", &secret, &token).await.0, 200);
+        }
+
+        app.cli(&["clients", "delete", "billing"]).assert().success();
+
+        let (status, _) = introspection_after_outside_change(
+            &app, "billing", &secret, &token, |a| a.0 == 401).await;
+        assert_eq!(status, 401);
+        let renewed = add_client(&app, "billing");
+        let (status, _) = introspection_after_outside_change(
+            &app, "billing", &renewed, &token, |a| a.0 == 200).await;
+        assert_eq!(status, 200);
+        assert_eq!(introspect(&app, "billing", &secret, &token).await.0, 401, "the old secret");
+    }
+
+    // Introspection answers from the token cache the bearer check fills: a change to the
+    // token or its user counts from the next introspection, as on /users/me.
+    #[tokio::test]
+    async fn changes_count_from_the_next_introspection_even_when_it_was_cached() {
+        let app = spawn_app().await;
+        let secret = add_client(&app, "billing");
+        let warm = |token: String| {
+            let (app, secret) = (&app, &secret);
+            async move {
+                for _ in 0..3 {
+                    let (status, body) = introspect(app, "billing", secret, &token).await;
+                    assert_eq!((status, &body["active"]), (200, &json!(true)), "{body}");
+                }
+            }
+        };
+        let inactive = (200, json!({"active": false}));
+
+        // Revoked on this replica: at once, on both backends.
+        let revoked = app.token_for("johndoe", "secret", "").await;
+        warm(revoked.clone()).await;
+        assert_eq!(app.revoke(&revoked).await.status(), 200);
+        assert_eq!(introspect(&app, "billing", &secret, &revoked).await, inactive);
+
+        let scoped = app.token_for("johndoe", "secret", "items").await;
+        warm(scoped.clone()).await;
+        app.cli(&["users", "set-scopes", "johndoe", "me"]).assert().success();
+        let (_, body) = introspection_after_outside_change(
+            &app, "billing", &secret, &scoped, |a| a.1["scope"] == "").await;
+        assert_eq!(body["scope"], "", "a scope the user lost: {body}");
+
+        let disabled = app.token_for("johndoe", "secret", "").await;
+        warm(disabled.clone()).await;
+        app.cli(&["users", "disable", "johndoe"]).assert().success();
+        assert_eq!(
+            introspection_after_outside_change(&app, "billing", &secret, &disabled, |a| *a == inactive).await,
+            inactive
+        );
+        app.cli(&["users", "enable", "johndoe"]).assert().success();
+        let (status, body) = introspection_after_outside_change(
+            &app, "billing", &secret, &disabled, |a| a.1["active"] == true).await;
+        assert_eq!((status, &body["active"]), (200, &json!(true)), "{body}");
+
+        app.cli(&["users", "set-password", "johndoe", "--password-stdin"])
+            .write_stdin("a new secret\n")
+            .assert()
+            .success();
+        assert_eq!(
+            introspection_after_outside_change(&app, "billing", &secret, &disabled, |a| *a == inactive).await,
+            inactive
+        );
+    }
+
+    // A client the caches vouch for is answered before the router; a wrong secret still
+    // takes the full path every time, is counted, and fills the limit for the right one.
+    #[tokio::test]
+    async fn a_wrong_secret_is_counted_even_once_the_caches_vouch_for_the_client() {
+        let app = spawn_app_with(|s| s.login_max_failures = 3).await;
+        let secret = add_client(&app, "billing");
+        let token = app.token_for("johndoe", "secret", "").await;
+        for _ in 0..5 {
+            assert_eq!(introspect(&app, "billing", &secret, &token).await.0, 200);
+        }
+
+        for _ in 0..3 {
+            assert_eq!(introspect(&app, "billing", "wrong", &token).await.0, 401);
+        }
+
+        assert_eq!(introspect(&app, "billing", &secret, &token).await.0, 429);
+    }
+
+    // An introspection answered from the token cache and one answered from the database
+    // must be indistinguishable to the client, byte for byte.
+    #[tokio::test]
+    async fn an_introspection_from_the_token_cache_is_the_same_as_one_from_the_database() {
+        let app = spawn_app().await;
+        let secret = add_client(&app, "billing");
+        let token = app.token_for("johndoe", "secret", "me items").await;
+
+        let (mut from_cache, mut from_database) = (None, None);
+        for _ in 0..20 {
+            let before = app.auth.token_cache_stats();
+            let answer = introspection_seen(&app, &secret, &token).await;
+            if app.auth.token_cache_stats().hits > before.hits {
+                from_cache = Some(answer);
+            } else {
+                from_database = Some(answer);
+            }
+            if from_cache.is_some() && from_database.is_some() {
+                break;
+            }
+        }
+        let from_cache = from_cache.expect("no answer came from the cache");
+        let from_database = from_database.expect("no answer came from the database");
+
+        assert_eq!(from_cache, from_database);
+        assert_eq!(from_cache.0, 200);
+        let body: Value = serde_json::from_slice(&from_cache.2).unwrap();
+        assert_eq!((&body["active"], &body["scope"]), (&json!(true), &json!("me items")));
+        assert_eq!(from_cache.1[2], ("cache-control".into(), "no-store".into()));
+    }
+}

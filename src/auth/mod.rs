@@ -20,6 +20,7 @@ mod revocation;
 pub mod second_factor;
 pub mod throttle;
 pub mod token;
+pub mod totp;
 
 use std::{
     sync::Arc,

@@ -14,7 +14,7 @@ use super::CliError;
 use crate::{
     auth::{
         loggable,
-        second_factor::{new_secret, otpauth_uri},
+        totp::{new_secret, otpauth_uri},
     },
     config::{DEFAULT_HOST, DEFAULT_PORT},
     server,

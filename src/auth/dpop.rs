@@ -1,7 +1,7 @@
 //! DPoP proofs (RFC 9449): checking the signed JWT a client sends beside a token request
 //! or a protected request, and the replay cache that refuses a proof seen before. Knows
 //! nothing of HTTP: it is given the header's value, the method, the URL and the access
-//! token. Parsing the JWS and verifying its signature is `jsonwebtoken`'s work.
+//! token. Parsing the JWS is `jsonwebtoken`'s work, verifying it `signatures.rs`'s.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -11,7 +11,7 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{
-    Algorithm, DecodingKey, Validation,
+    Algorithm, DecodingKey,
     jwk::{AlgorithmParameters, EllipticCurve, Jwk, ThumbprintHash},
 };
 use serde::Deserialize;
@@ -204,6 +204,7 @@ pub struct ProofChecker {
 impl ProofChecker {
     /// `max_age`: how far a proof's `iat` may be from now, before or after.
     pub fn new(max_age: Duration) -> Self {
+        super::signatures::install();
         Self {
             max_age,
             // A proof is acceptable from `iat - max_age` until `iat + max_age`: counted
@@ -224,26 +225,37 @@ impl ProofChecker {
         if proof.len() > MAX_PROOF_LEN {
             return Err(ProofError::Malformed);
         }
-        let (algorithm, jwk) = proof_key(proof)?;
+        // The compact serialization (RFC 7515, section 7.1): header, claims, signature.
+        let mut parts = proof.split('.');
+        let (Some(header), Some(claims), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(ProofError::Malformed);
+        };
+        let (algorithm, jwk) = proof_key(header)?;
         let key = DecodingKey::from_jwk(&jwk).map_err(|_| ProofError::BadKey)?;
-        let mut validation = Validation::new(algorithm);
-        // A proof has no exp, aud or iss: its freshness is iat's, checked below.
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        let claims = jsonwebtoken::decode::<Claims>(proof, &key, &validation)
+        // The signing input is the first two parts as sent (RFC 7515, section 5.2).
+        let signed = &proof[..header.len() + 1 + claims.len()];
+        let verified = jsonwebtoken::crypto::verify(signature, signed.as_bytes(), &key, algorithm)
             .map_err(|err| {
                 use jsonwebtoken::errors::ErrorKind;
                 match err.kind() {
-                    ErrorKind::InvalidSignature => ProofError::BadSignature,
                     // Coordinates that are no point of the curve, or of the wrong size.
                     ErrorKind::InvalidEcdsaKey
                     | ErrorKind::InvalidEddsaKey
                     | ErrorKind::InvalidKeyFormat => ProofError::BadKey,
                     _ => ProofError::Malformed,
                 }
-            })?
-            .claims;
+            })?;
+        if !verified {
+            return Err(ProofError::BadSignature);
+        }
+        // Read only once the signature holds: until then the claims are anybody's.
+        let claims: Claims = URL_SAFE_NO_PAD
+            .decode(claims)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(ProofError::Malformed)?;
         let (Some(jti), Some(htm), Some(htu), Some(iat)) =
             (claims.jti, claims.htm, claims.htu, claims.iat)
         else {
@@ -284,34 +296,35 @@ impl ProofChecker {
     }
 }
 
-/// The proof's algorithm and public key, from its header, checked before the signature:
-/// `typ`, an accepted `alg` (never `none` or an HMAC), and a public `jwk` of that alg.
-fn proof_key(proof: &str) -> Result<(Algorithm, Jwk), ProofError> {
-    // `jsonwebtoken`'s `Jwk` drops members it does not know, `d` among them: the raw
-    // header is read as well, only to see that the key holds nothing private.
-    let raw_header = proof
-        .split('.')
-        .next()
-        .and_then(|part| URL_SAFE_NO_PAD.decode(part).ok())
+/// The proof's algorithm and public key, from its header (still base64url), checked
+/// before the signature: `typ`, an accepted `alg` (never `none` or an HMAC), and a public
+/// `jwk` of that alg.
+fn proof_key(header: &str) -> Result<(Algorithm, Jwk), ProofError> {
+    let mut header = URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
         .ok_or(ProofError::Malformed)?;
-    if raw_header["typ"].as_str() != Some(PROOF_TYPE) {
+    if header["typ"].as_str() != Some(PROOF_TYPE) {
         return Err(ProofError::WrongType);
     }
-    let algorithm = match raw_header["alg"].as_str() {
+    let algorithm = match header["alg"].as_str() {
         Some("ES256") => Algorithm::ES256,
         Some("EdDSA") => Algorithm::EdDSA,
         _ => return Err(ProofError::UnsupportedAlgorithm),
     };
-    let raw_jwk = raw_header["jwk"].as_object().ok_or(ProofError::BadKey)?;
-    if PRIVATE_KEY_MEMBERS
-        .iter()
-        .any(|member| raw_jwk.contains_key(*member))
-    {
+    // Read as JSON first: `jsonwebtoken`'s `Jwk` drops members it does not know, `d`
+    // among them, and a key that holds anything private is refused.
+    let raw_jwk = header["jwk"].take();
+    let private = raw_jwk.as_object().is_none_or(|members| {
+        PRIVATE_KEY_MEMBERS
+            .iter()
+            .any(|member| members.contains_key(*member))
+    });
+    if private {
         return Err(ProofError::BadKey);
     }
-    let header = jsonwebtoken::decode_header(proof).map_err(|_| ProofError::Malformed)?;
-    let jwk = header.jwk.ok_or(ProofError::BadKey)?;
+    let jwk: Jwk = serde_json::from_value(raw_jwk).map_err(|_| ProofError::BadKey)?;
     let fits = match (&jwk.algorithm, algorithm) {
         (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => {
             ec.curve == EllipticCurve::P256

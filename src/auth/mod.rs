@@ -18,6 +18,7 @@ pub mod password;
 mod refresh;
 mod revocation;
 pub mod second_factor;
+mod signatures;
 pub mod throttle;
 pub mod token;
 pub mod totp;

@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, EncodingKey, jwk::Jwk};
+use p256::ecdsa::signature::Signer as _;
 use reqwest::{RequestBuilder, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -18,12 +18,17 @@ use crate::{
 /// The challenge of a refused proof, exactly as the contract gives it.
 const PROOF_CHALLENGE: &str = r#"DPoP error="invalid_dpop_proof", algs="ES256 EdDSA""#;
 
-/// A client's DPoP key pair, making proofs as a client would.
+/// A client's DPoP key pair, making proofs as a client would: signed with p256 and
+/// ed25519-dalek directly, not through the library the service verifies with.
 struct DpopKey {
-    alg: Algorithm,
-    private: EncodingKey,
+    private: PrivateKey,
     /// The public key as the proof's `jwk` header carries it.
     jwk: Value,
+}
+
+enum PrivateKey {
+    Es256(p256::ecdsa::SigningKey),
+    Ed25519(ed25519_dalek::SigningKey),
 }
 
 fn random_bytes() -> [u8; 32] {
@@ -41,37 +46,34 @@ fn now_secs() -> i64 {
 
 impl DpopKey {
     fn es256() -> Self {
-        use p256::pkcs8::EncodePrivateKey;
-        let secret = p256::SecretKey::from_slice(&random_bytes()).expect("a P-256 scalar");
-        let der = secret.to_pkcs8_der().expect("PKCS#8");
-        Self::from_der(Algorithm::ES256, EncodingKey::from_ec_der(der.as_bytes()))
+        let signing = p256::ecdsa::SigningKey::from_slice(&random_bytes()).expect("a P-256 scalar");
+        let point = signing.verifying_key().to_sec1_point(false);
+        let (x, y) = (point.x().expect("x"), point.y().expect("y"));
+        let jwk = json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(x),
+            "y": URL_SAFE_NO_PAD.encode(y),
+        });
+        Self {
+            private: PrivateKey::Es256(signing),
+            jwk,
+        }
     }
 
     fn ed25519() -> Self {
-        use ed25519_dalek::pkcs8::EncodePrivateKey;
         let signing = ed25519_dalek::SigningKey::from_bytes(&random_bytes());
-        let der = signing.to_pkcs8_der().expect("PKCS#8");
         let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes());
         Self {
-            alg: Algorithm::EdDSA,
-            private: EncodingKey::from_ed_der(der.as_bytes()),
+            private: PrivateKey::Ed25519(signing),
             jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
         }
     }
 
-    fn from_der(alg: Algorithm, private: EncodingKey) -> Self {
-        let jwk = Jwk::from_encoding_key(&private, alg).expect("a public JWK");
-        let mut jwk = serde_json::to_value(jwk).unwrap();
-        // Only the key itself, as clients send it.
-        let object = jwk.as_object_mut().unwrap();
-        object.retain(|member, _| ["kty", "crv", "x", "y"].contains(&member.as_str()));
-        Self { alg, private, jwk }
-    }
-
     fn alg_name(&self) -> &'static str {
-        match self.alg {
-            Algorithm::ES256 => "ES256",
-            _ => "EdDSA",
+        match self.private {
+            PrivateKey::Es256(_) => "ES256",
+            PrivateKey::Ed25519(_) => "EdDSA",
         }
     }
 
@@ -79,8 +81,8 @@ impl DpopKey {
     /// computed here by hand rather than by the library the service uses.
     fn thumbprint(&self) -> String {
         let member = |name: &str| self.jwk[name].as_str().unwrap().to_owned();
-        let canonical = match self.alg {
-            Algorithm::ES256 => format!(
+        let canonical = match self.private {
+            PrivateKey::Es256(_) => format!(
                 r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
                 member("crv"),
                 member("x"),
@@ -117,9 +119,14 @@ impl DpopKey {
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).unwrap()),
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap())
         );
-        let signature =
-            jsonwebtoken::crypto::sign(message.as_bytes(), &self.private, self.alg).unwrap();
-        format!("{message}.{signature}")
+        let signature = match &self.private {
+            PrivateKey::Es256(key) => {
+                let signature: p256::ecdsa::Signature = key.sign(message.as_bytes());
+                signature.to_bytes().to_vec()
+            }
+            PrivateKey::Ed25519(key) => key.sign(message.as_bytes()).to_bytes().to_vec(),
+        };
+        format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
 
     fn proof(&self, method: &str, url: &str, token: Option<&str>) -> String {
@@ -257,7 +264,7 @@ fn bad_proofs(
     let (good_message, good_signature) = good.rsplit_once('.').unwrap();
     let mut signature = URL_SAFE_NO_PAD.decode(good_signature).unwrap();
     signature[0] ^= 1;
-    let hmac_key = EncodingKey::from_secret(b"a shared secret").unwrap();
+    let hmac_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"a shared secret");
     let hs256 = {
         let (mut header, claims) = key.parts(method, url, token);
         header["alg"] = json!("HS256");
@@ -266,9 +273,8 @@ fn bad_proofs(
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap())
         );
-        let signature =
-            jsonwebtoken::crypto::sign(message.as_bytes(), &hmac_key, Algorithm::HS256).unwrap();
-        format!("{message}.{signature}")
+        let signature = ring::hmac::sign(&hmac_key, message.as_bytes());
+        format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature))
     };
     let unsigned = {
         let (mut header, claims) = key.parts(method, url, token);

@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{Store, on_pool, storable};
+use super::{Store, on_pool, on_writer, storable};
 
 /// A registered client, for the CLI.
 #[derive(Debug, Clone, FromRow)]
@@ -20,7 +20,7 @@ impl Store {
         secret_digest: &[u8; 32],
         now: i64,
     ) -> Result<bool, sqlx::Error> {
-        let done = on_pool!(self, pool => {
+        let done = on_writer!(self, pool => {
             sqlx::query(
                 "insert into clients (client_id, secret_hash, created_at) values ($1, $2, $3)
                  on conflict (client_id) do nothing",
@@ -64,7 +64,7 @@ impl Store {
 
     /// Deletes a client; `false` when there is no such client.
     pub async fn delete_client(&self, client_id: &str) -> Result<bool, sqlx::Error> {
-        let done = on_pool!(self, pool => {
+        let done = on_writer!(self, pool => {
             sqlx::query("delete from clients where client_id = $1")
                 .bind(client_id)
                 .execute(pool)

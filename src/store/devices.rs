@@ -3,7 +3,7 @@
 
 use sqlx::FromRow;
 
-use super::{Store, on_pool};
+use super::{Store, on_pool, on_writer};
 
 /// A device as found, with the user it is trusted for.
 #[derive(Debug, Clone, FromRow)]
@@ -55,7 +55,7 @@ impl Store {
     /// written, when the user's password changed since the login read it.
     pub async fn trust_device(&self, device: NewDevice<'_>) -> Result<bool, sqlx::Error> {
         let id = super::random_id();
-        on_pool!(self, pool => {
+        on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             if let Some(replacing) = device.replacing.filter(|old| *old != device.digest) {
                 sqlx::query("delete from devices where token_hash = $1")

@@ -9,6 +9,7 @@ mod changes;
 mod clients;
 mod devices;
 mod postgres;
+mod rotation;
 mod sessions;
 mod sqlite;
 mod throttle;
@@ -44,6 +45,20 @@ macro_rules! on_pool {
     };
 }
 pub(crate) use on_pool;
+
+/// [`on_pool!`] for code that writes: on SQLite it runs on the one connection this
+/// process writes through, so that its writers queue here, in the runtime, and never in
+/// SQLite's busy handler, which sleeps in whole milliseconds (1, 2, 5, 10, ...) while the
+/// lock may long be free. On PostgreSQL it is the one pool.
+macro_rules! on_writer {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.writer {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_writer;
 
 /// A connection pool of one of the supported databases.
 #[derive(Clone, Debug)]
@@ -182,6 +197,9 @@ pub enum ConnectError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// Where writes go (see [`on_writer!`]): on SQLite a pool of one connection, on
+    /// PostgreSQL the same pool.
+    writer: Pool,
     changes: Arc<Changes>,
 }
 
@@ -189,10 +207,13 @@ impl Store {
     /// Opens the database at `url` and brings its schema up to date: a SQLite file is
     /// created (private to its owner) when missing; a PostgreSQL database must exist.
     pub async fn connect(url: &DatabaseUrl) -> Result<Self, ConnectError> {
-        let pool = if url.is_postgres() {
-            Pool::Postgres(postgres::connect(url.expose()).await?)
+        let (pool, writer) = if url.is_postgres() {
+            let pool = Pool::Postgres(postgres::connect(url.expose()).await?);
+            (pool.clone(), pool)
         } else if url.is_sqlite() {
-            Pool::Sqlite(sqlite::connect(url.expose()).await?)
+            let pool = sqlite::connect(url.expose()).await?;
+            let writer = sqlite::writer(&pool);
+            (Pool::Sqlite(pool), Pool::Sqlite(writer))
         } else {
             return Err(ConnectError::Unsupported(format!(
                 "DATABASE_URL must start with {DATABASE_SCHEMES}"
@@ -200,6 +221,7 @@ impl Store {
         };
         Ok(Self {
             pool,
+            writer,
             changes: Arc::new(Changes::default()),
         })
     }
@@ -223,11 +245,17 @@ impl Store {
     }
 
     /// Starts listening for changes made by other processes (the CLI, other replicas);
-    /// until it stops, [`Changes`] counts every change there. Call once, in a runtime.
+    /// until it stops, [`Changes`] counts every change there. On SQLite it also moves the
+    /// write-ahead log into the database file now and then (see `sqlite::writer`). Call
+    /// once, in a runtime.
     pub fn watch_changes(&self) -> tokio::task::JoinHandle<()> {
-        match &self.pool {
-            Pool::Sqlite(pool) => sqlite::watch_changes(pool.clone(), self.changes.clone()),
-            Pool::Postgres(pool) => postgres::watch_changes(pool.clone(), self.changes.clone()),
+        match (&self.pool, &self.writer) {
+            (Pool::Sqlite(reader), Pool::Sqlite(writer)) => {
+                sqlite::watch_changes(reader.clone(), writer.clone(), self.changes.clone())
+            }
+            (Pool::Postgres(pool), _) | (_, Pool::Postgres(pool)) => {
+                postgres::watch_changes(pool.clone(), self.changes.clone())
+            }
         }
     }
 
@@ -240,6 +268,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        on_writer!(self, pool => pool.close().await);
         on_pool!(self, pool => pool.close().await)
     }
 

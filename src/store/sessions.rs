@@ -3,7 +3,7 @@
 
 use sqlx::FromRow;
 
-use super::{Store, devices::FORGET_USER_DEVICES, on_pool};
+use super::{Pool, Store, devices::FORGET_USER_DEVICES, on_pool, on_writer, rotation};
 use crate::{scope::Scopes, users::User};
 
 /// A token to store: its digest and when it expires (Unix ms).
@@ -116,7 +116,7 @@ impl Store {
     ) -> Result<bool, sqlx::Error> {
         let session_id = super::random_id();
         let now = session.started_at;
-        let ended = on_pool!(self, pool => {
+        let ended = on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let started = sqlx::query(
                 "insert into sessions (id, user_id, scopes, client_id, started_at, refreshed_at, expires_at,
@@ -244,87 +244,19 @@ impl Store {
         access: NewAccessToken<'_>,
         refresh: &[u8; 32],
     ) -> Result<Rotation, sqlx::Error> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let live = sqlx::query(
-                "update sessions set refreshed_at = $1 where id = $2 and revoked_at is null",
-            )
-            .bind(now)
-            .bind(session_id)
-            .execute(&mut *tx)
-            .await?;
-            if live.rows_affected() == 0 {
-                return Ok(Rotation::SessionEnded);
+        match &self.writer {
+            Pool::Sqlite(pool) => {
+                rotation::sqlite(pool, session_id, user_id, spend, now, access, refresh).await
             }
-            // Spending the presented token retires the session's only live one: every
-            // writer keeps at most one live, each in turn under the session's lock taken
-            // above. A retry spends nothing, so it retires whatever is live.
-            let retired = match spend {
-                Some(spend) => sqlx::query(
-                    "update refresh_tokens set spent_at = $1
-                     where session_id = $2 and spent_at is null and token_hash = $3",
-                )
-                .bind(now)
-                .bind(session_id)
-                .bind(&spend[..])
-                .execute(&mut *tx)
-                .await?,
-                None => sqlx::query(
-                    "update refresh_tokens set spent_at = $1
-                     where session_id = $2 and spent_at is null",
-                )
-                .bind(now)
-                .bind(session_id)
-                .execute(&mut *tx)
-                .await?,
-            };
-            if spend.is_some() && retired.rows_affected() == 0 {
-                return Ok(Rotation::AlreadySpent);
+            Pool::Postgres(pool) => {
+                rotation::postgres(pool, session_id, user_id, spend, now, access, refresh).await
             }
-            sqlx::query(
-                "insert into access_tokens (token_hash, user_id, session_id, scopes, issued_at, expires_at)
-                 values ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&access.digest[..])
-            .bind(user_id)
-            .bind(session_id)
-            .bind(access.scopes.to_string())
-            .bind(now)
-            .bind(access.expires_at)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "insert into refresh_tokens (token_hash, session_id, issued_at) values ($1, $2, $3)",
-            )
-            .bind(&refresh[..])
-            .bind(session_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            // The oldest spent rows beyond the newest 63 go (ties at the boundary too, so
-            // never more than 64 stay): an index-only walk down the session's newest rows
-            // and a range delete, where sorting the session's rows to pick 64 by token
-            // cost a lookup per row on every refresh.
-            sqlx::query(
-                "delete from refresh_tokens
-                 where session_id = $1 and spent_at is not null
-                   and issued_at <= (select issued_at from refresh_tokens
-                                     where session_id = $1
-                                     order by issued_at desc
-                                     limit 1 offset $2)",
-            )
-            .bind(session_id)
-            .bind(REFRESH_TOKEN_ROWS_PER_SESSION - 1)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(Rotation::Issued)
-        })
+        }
     }
 
     /// Ends a session: it can no longer refresh, and every access token of it dies.
     pub async fn revoke_session(&self, session_id: i64, now: i64) -> Result<(), sqlx::Error> {
-        let revoked = on_pool!(self, pool => {
+        let revoked = on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let sessions = sqlx::query(
                 "update sessions set revoked_at = $1 where id = $2 and revoked_at is null",
@@ -398,7 +330,7 @@ impl Store {
         let Some(user) = self.find_user(username).await? else {
             return Ok(None);
         };
-        let ended = on_pool!(self, pool => {
+        let ended = on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let sessions = sqlx::query(REVOKE_USER_SESSIONS)
                 .bind(now)

@@ -29,6 +29,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// backstop, and the only check where file events are not available.
 const RECHECK: Duration = Duration::from_millis(250);
 
+/// How often the server moves the write-ahead log into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 pub async fn connect(url: &str) -> Result<SqlitePool, ConnectError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
@@ -250,7 +253,11 @@ fn database_folder(pool: &SqlitePool) -> Option<PathBuf> {
 /// the kernel whether events are queued, so a change counts from the first request after
 /// its commit. A thread of its own reads the events; the query that settles them runs
 /// here.
-pub fn watch_changes(pool: SqlitePool, changes: Arc<Changes>) -> tokio::task::JoinHandle<()> {
+pub fn watch_changes(
+    reader: SqlitePool,
+    pool: SqlitePool,
+    changes: Arc<Changes>,
+) -> tokio::task::JoinHandle<()> {
     let wake = Arc::new(Notify::new());
     let running = Arc::new(AtomicBool::new(true));
     let folder = database_folder(&pool);
@@ -262,23 +269,14 @@ pub fn watch_changes(pool: SqlitePool, changes: Arc<Changes>) -> tokio::task::Jo
             "cannot watch the database folder; changes made by other processes count within {RECHECK:?}"
         );
     }
-    // A connection of its own: while news is unsettled the token cache answers nothing,
-    // so reading the counter must not queue behind requests (a login flood) for the
-    // pool's. An in-memory database exists only on the pool's connections.
-    let reader = if folder.is_some() {
-        SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with((*pool.connect_options()).clone())
-    } else {
-        pool
-    };
-    tokio::spawn(async move {
+    // `pool` is the writer: the check takes the write lock, so it waits its turn among
+    // this process's writers instead of in SQLite's busy handler.
+    let watch = async move {
         let _stop = StopOnDrop(running);
         let mut last = None;
         loop {
             let seen = changes.news_seen();
-            let read = check(&reader, &changes, &mut last).await;
+            let read = check(&pool, &changes, &mut last).await;
             if read {
                 changes.settle(seen);
             }
@@ -292,7 +290,44 @@ pub fn watch_changes(pool: SqlitePool, changes: Arc<Changes>) -> tokio::task::Jo
                 () = tokio::time::sleep(wait) => {}
             }
         }
+    };
+    let checkpoint = async move {
+        loop {
+            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            // Passive: it copies what no reader still needs and waits for nobody.
+            if let Err(err) = sqlx::query("pragma wal_checkpoint(passive)")
+                .execute(&reader)
+                .await
+            {
+                tracing::debug!(error = %err, "checkpoint failed; trying again later");
+            }
+        }
+    };
+    tokio::spawn(async move {
+        tokio::join!(watch, checkpoint);
     })
+}
+
+/// The pool this process writes through: one connection, so that writers queue for it
+/// (see `on_writer!`). An in-memory database exists only on the pool's own connections:
+/// there it is the pool.
+///
+/// It never checkpoints itself: SQLite's automatic checkpoint (every 1,000 log pages,
+/// with two fsyncs) ran on the committing connection, and every writer waited for the
+/// disk behind it. The server checkpoints on a reading connection instead, every
+/// [`CHECKPOINT_EVERY`] (see [`watch_changes`]); the last connection to close
+/// checkpoints too, as SQLite always does.
+pub fn writer(pool: &SqlitePool) -> SqlitePool {
+    if database_folder(pool).is_none() {
+        return pool.clone();
+    }
+    let options = (*pool.connect_options())
+        .clone()
+        .pragma("wal_autocheckpoint", "0");
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options)
 }
 
 /// Reads the counter and bumps `changes` when it moved; `true` when it could be read.

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::{Store, on_pool};
+use super::{Store, on_pool, on_writer};
 
 /// How long an attempt may stay in flight before it is taken for one that will never
 /// report (its replica died): a check takes one password hash, well under a second.
@@ -45,7 +45,7 @@ impl Store {
     ) -> Result<Counted, sqlx::Error> {
         let key = storable(key);
         // The row is inserted or updated (one row affected) unless the limit holds.
-        let counted = on_pool!(self, pool => {
+        let counted = on_writer!(self, pool => {
             sqlx::query(
                 "insert into login_failures as f (key, failures, window_started, pending, pending_at)
                  values ($1, 0, $2, 1, $2)
@@ -138,7 +138,7 @@ impl Store {
 
     async fn settle_attempt(&self, key: &str, sql: &'static str) -> Result<(), sqlx::Error> {
         let key = storable(key);
-        on_pool!(self, pool => {
+        on_writer!(self, pool => {
             sqlx::query(sql)
                 .bind(key.as_ref())
                 .execute(pool)

@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{Store, on_pool};
+use super::{Store, on_pool, on_writer};
 use crate::{scope::Scopes, users::User};
 
 /// A live access token and its owner, as read from the database.
@@ -74,7 +74,7 @@ impl Store {
         digest: &[u8; 32],
         now: i64,
     ) -> Result<bool, sqlx::Error> {
-        let done = on_pool!(self, pool => {
+        let done = on_writer!(self, pool => {
             sqlx::query(
                 "update access_tokens set revoked_at = $1
                  where token_hash = $2 and revoked_at is null",
@@ -132,7 +132,7 @@ impl Store {
         failure_window: i64,
     ) -> Result<u64, sqlx::Error> {
         let batch = sweep.batch();
-        let done = on_pool!(self, pool => match sweep {
+        let done = on_writer!(self, pool => match sweep {
             Sweep::ExpiredAccessTokens => {
                 sqlx::query(
                     "delete from access_tokens where token_hash in

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use sqlx::FromRow;
 
-use super::{Store, on_pool};
+use super::{Store, on_pool, on_writer};
 
 /// A user's TOTP secret as stored.
 #[derive(Clone, FromRow)]
@@ -76,7 +76,7 @@ impl Store {
         secret: &str,
         now: i64,
     ) -> Result<bool, sqlx::Error> {
-        let done = on_pool!(self, pool => {
+        let done = on_writer!(self, pool => {
             sqlx::query(
                 "insert into totp_factors (user_id, secret, created_at) values ($1, $2, $3)
                  on conflict (user_id) do update
@@ -102,7 +102,7 @@ impl Store {
         secret: &str,
         now: i64,
     ) -> Result<(), sqlx::Error> {
-        on_pool!(self, pool => {
+        on_writer!(self, pool => {
             sqlx::query(
                 "insert into totp_factors (user_id, secret, created_at, confirmed_at)
                  values ($1, $2, $3, $3)
@@ -128,7 +128,7 @@ impl Store {
         step: i64,
         now: i64,
     ) -> Result<bool, sqlx::Error> {
-        let done = on_pool!(self, pool => {
+        let done = on_writer!(self, pool => {
             sqlx::query(concat!(
                 "update totp_factors set last_step = $1, confirmed_at = $2
                  where user_id = $3 and secret = $4 and confirmed_at is null and ",
@@ -153,7 +153,7 @@ impl Store {
         secret: &str,
         step: i64,
     ) -> Result<bool, sqlx::Error> {
-        let done = on_pool!(self, pool => {
+        let done = on_writer!(self, pool => {
             sqlx::query(concat!(
                 "update totp_factors set last_step = $1
                  where user_id = $2 and secret = $3 and confirmed_at is not null and ",
@@ -177,7 +177,7 @@ impl Store {
         secret: &str,
         step: i64,
     ) -> Result<bool, sqlx::Error> {
-        let done = on_pool!(self, pool => {
+        let done = on_writer!(self, pool => {
             sqlx::query(concat!(
                 "delete from totp_factors where user_id = $2 and secret = $3 and ",
                 step_unused!()
@@ -195,7 +195,7 @@ impl Store {
     /// Removes the user's second factor whatever its state (an operator's); `false`
     /// when there was none.
     pub async fn delete_totp(&self, user_id: i64) -> Result<bool, sqlx::Error> {
-        let done = on_pool!(self, pool => {
+        let done = on_writer!(self, pool => {
             sqlx::query("delete from totp_factors where user_id = $1")
                 .bind(user_id)
                 .execute(pool)

@@ -5,7 +5,7 @@ use sqlx::FromRow;
 use super::{
     Store,
     devices::FORGET_USER_DEVICES,
-    on_pool,
+    on_pool, on_writer,
     sessions::{REVOKE_USER_ACCESS_TOKENS, REVOKE_USER_SESSIONS},
     storable,
 };
@@ -75,7 +75,7 @@ impl Store {
 
     /// Adds a user; `Ok(None)` when the username is taken.
     pub async fn insert_user(&self, user: &NewUser) -> Result<Option<User>, sqlx::Error> {
-        on_pool!(self, pool => {
+        on_writer!(self, pool => {
             sqlx::query_as(
                 "insert into users (username, email, full_name, disabled, scopes, hashed_password)
                  values ($1, $2, $3, $4, $5, $6)
@@ -101,7 +101,7 @@ impl Store {
         old: &str,
         new: &str,
     ) -> Result<(), sqlx::Error> {
-        on_pool!(self, pool => {
+        on_writer!(self, pool => {
             sqlx::query(
                 "update users set hashed_password = $1 where id = $2 and hashed_password = $3",
             )
@@ -125,7 +125,7 @@ impl Store {
         let Some(user) = self.find_user(username).await? else {
             return Ok(false);
         };
-        let done = on_pool!(self, pool => {
+        let done = on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let done = sqlx::query(
                 "update users set hashed_password = $1, password_changed_at = $2 where id = $3",
@@ -158,7 +158,7 @@ impl Store {
 
     /// Enables or disables a user; `false` when there is no such user.
     pub async fn set_disabled(&self, username: &str, disabled: bool) -> Result<bool, sqlx::Error> {
-        let done = on_pool!(self, pool => {
+        let done = on_writer!(self, pool => {
             sqlx::query("update users set disabled = $1 where username = $2")
                 .bind(disabled)
                 .bind(username)
@@ -172,7 +172,7 @@ impl Store {
 
     /// Sets the scopes a user may be granted; `false` when there is no such user.
     pub async fn set_scopes(&self, username: &str, scopes: &Scopes) -> Result<bool, sqlx::Error> {
-        let done = on_pool!(self, pool => {
+        let done = on_writer!(self, pool => {
             sqlx::query("update users set scopes = $1 where username = $2")
                 .bind(scopes.to_string())
                 .bind(username)
@@ -187,7 +187,7 @@ impl Store {
     /// Deletes a user, and with them (by foreign key) their sessions and tokens; `false`
     /// when there is no such user.
     pub async fn delete_user(&self, username: &str) -> Result<bool, sqlx::Error> {
-        let done = on_pool!(self, pool => {
+        let done = on_writer!(self, pool => {
             sqlx::query("delete from users where username = $1")
                 .bind(username)
                 .execute(pool)

@@ -289,7 +289,8 @@ impl Store {
     /// not be written (read-only, or no space left), so that shows here and not only at
     /// the next login; it writes nothing itself, which would cost every cached token.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        match &self.pool {
+        // On SQLite the check takes the write lock: through the writer, in turn.
+        match &self.writer {
             Pool::Sqlite(pool) => sqlite::ping(pool).await,
             Pool::Postgres(pool) => sqlx::query("select 1").execute(pool).await.map(drop),
         }

@@ -225,6 +225,44 @@ async fn a_database_file_readable_by_others_is_made_private_at_start() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// The server's SQLite writer never checkpoints (no commit waits for the disk behind
+/// one): the server moves the write-ahead log into the database file itself, so what it
+/// wrote reaches the file within seconds, whatever the log holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_checkpoints_what_it_writes_into_the_sqlite_file() {
+    let database = Arc::new(TestDatabase::on(crate::helpers::Backend::Sqlite).await);
+    let app = spawn_app_on(database.clone(), |_| {}).await;
+    let (_, refresh) = app.tokens_for("johndoe", "secret", "").await;
+    assert_eq!(app.refresh(&refresh, None).await.status(), 200);
+    let path = database.sqlite_path.clone().unwrap();
+    let copies = tempfile::tempdir().unwrap();
+    let copy = copies.path().join("file-alone.db");
+    let mut refresh_rows = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The file alone, without its -wal: only what was checkpointed.
+        std::fs::copy(&path, &copy).unwrap();
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", copy.display()))
+            .await
+            .unwrap();
+        refresh_rows = sqlx::query_scalar::<_, i64>("select count(*) from refresh_tokens")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(copies.path().join(format!("file-alone.db{suffix}")));
+        }
+        if refresh_rows == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        refresh_rows, 2,
+        "the login's and the refresh's tokens, in the file itself"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_do_not_empty_the_token_cache() {
     let app = spawn_app().await;

@@ -51,7 +51,7 @@ select exists (select 1 from sessions where id = $2 and revoked_at is null),
 commit;
 ";
 
-/// SQLite: [`ROTATE_SQLITE`] on one connection; whatever fails, the transaction ends.
+/// SQLite: [`ROTATE_SQLITE`] on the writer, run to its end whatever happens to the caller.
 pub(super) async fn sqlite(
     pool: &sqlx::SqlitePool,
     session_id: i64,
@@ -61,27 +61,19 @@ pub(super) async fn sqlite(
     access: NewAccessToken<'_>,
     refresh: &[u8; 32],
 ) -> Result<Rotation, sqlx::Error> {
-    let mut connection = pool.acquire().await?;
-    let rows = sqlx::query(ROTATE_SQLITE)
+    // Owned values: the batch runs on a task of its own (see `sqlite::to_the_end`).
+    let batch = sqlx::query(ROTATE_SQLITE)
         .bind(now)
         .bind(session_id)
-        .bind(spend.map(|spend| &spend[..]))
-        .bind(&access.digest[..])
+        .bind(spend.map(|spend| spend.to_vec()))
+        .bind(access.digest.to_vec())
         .bind(user_id)
         .bind(access.scopes.to_string())
         .bind(access.expires_at)
-        .bind(&refresh[..])
+        .bind(refresh.to_vec())
         .bind(REFRESH_TOKEN_ROWS_PER_SESSION - 1)
-        .bind(USE_PRECISION_MS)
-        .fetch_all(&mut *connection)
-        .await;
-    let rows = match rows {
-        Ok(rows) => rows,
-        Err(err) => {
-            let _ = sqlx::raw_sql("rollback").execute(&mut *connection).await;
-            return Err(err);
-        }
-    };
+        .bind(USE_PRECISION_MS);
+    let rows = super::sqlite::to_the_end(pool, batch).await?;
     let outcome = rows.first().ok_or(sqlx::Error::RowNotFound)?;
     let (live, issued): (bool, bool) = (outcome.try_get(0)?, outcome.try_get(1)?);
     Ok(match (live, issued) {

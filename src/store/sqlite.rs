@@ -367,12 +367,30 @@ async fn under_write_lock(
     pool: &SqlitePool,
     batch: &'static str,
 ) -> Result<Vec<sqlx::sqlite::SqliteRow>, sqlx::Error> {
-    let mut connection = pool.acquire().await?;
-    let rows = sqlx::raw_sql(batch).fetch_all(&mut *connection).await;
-    if rows.is_err() {
-        let _ = sqlx::raw_sql("rollback").execute(&mut *connection).await;
-    }
-    rows
+    to_the_end(pool, sqlx::query(batch)).await
+}
+
+/// Runs `batch`, which opens a transaction and ends it, on the writer and on a task of
+/// its own, so that it runs to its end even when its caller is dropped (a client that
+/// hangs up, a health probe that times out): sqlx's worker stops a batch between
+/// statements once nobody waits for its results, which would leave the transaction open
+/// on the one connection every later write goes through. Whatever fails, the transaction
+/// ends.
+pub(super) async fn to_the_end(
+    pool: &SqlitePool,
+    batch: sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+) -> Result<Vec<sqlx::sqlite::SqliteRow>, sqlx::Error> {
+    let pool = pool.clone();
+    let run = tokio::spawn(async move {
+        let mut connection = pool.acquire().await?;
+        let rows = batch.fetch_all(&mut *connection).await;
+        if rows.is_err() {
+            let _ = sqlx::raw_sql("rollback").execute(&mut *connection).await;
+        }
+        rows
+    });
+    run.await
+        .map_err(|err| sqlx::Error::Protocol(format!("a write batch did not finish: {err}")))?
 }
 
 /// Tells the event thread to end when the watcher does.

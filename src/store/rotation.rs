@@ -8,6 +8,17 @@ use sqlx::Row;
 
 use super::sessions::{NewAccessToken, REFRESH_TOKEN_ROWS_PER_SESSION, Rotation};
 
+/// One rotation: what [`super::Store::refresh_session`] was given.
+pub(super) struct Rotate<'a> {
+    pub session_id: i64,
+    pub user_id: i64,
+    /// The refresh token to spend; `None`: a retry, which retires whatever is live.
+    pub spend: Option<&'a [u8; 32]>,
+    pub now: i64,
+    pub access: NewAccessToken<'a>,
+    pub refresh: &'a [u8; 32],
+}
+
 /// A session's `refreshed_at` (its place in the least-recently-used order) moves only
 /// once it is this old: a session refreshed many times a second would otherwise rewrite
 /// its row and its index entries every time (on PostgreSQL a dead row version each).
@@ -54,23 +65,18 @@ commit;
 /// SQLite: [`ROTATE_SQLITE`] on the writer, run to its end whatever happens to the caller.
 pub(super) async fn sqlite(
     pool: &sqlx::SqlitePool,
-    session_id: i64,
-    user_id: i64,
-    spend: Option<&[u8; 32]>,
-    now: i64,
-    access: NewAccessToken<'_>,
-    refresh: &[u8; 32],
+    rotate: &Rotate<'_>,
 ) -> Result<Rotation, sqlx::Error> {
     // Owned values: the batch runs on a task of its own (see `sqlite::to_the_end`).
     let batch = sqlx::query(ROTATE_SQLITE)
-        .bind(now)
-        .bind(session_id)
-        .bind(spend.map(|spend| spend.to_vec()))
-        .bind(access.digest.to_vec())
-        .bind(user_id)
-        .bind(access.scopes.to_string())
-        .bind(access.expires_at)
-        .bind(refresh.to_vec())
+        .bind(rotate.now)
+        .bind(rotate.session_id)
+        .bind(rotate.spend.map(|spend| spend.to_vec()))
+        .bind(rotate.access.digest.to_vec())
+        .bind(rotate.user_id)
+        .bind(rotate.access.scopes.to_string())
+        .bind(rotate.access.expires_at)
+        .bind(rotate.refresh.to_vec())
         .bind(REFRESH_TOKEN_ROWS_PER_SESSION - 1)
         .bind(USE_PRECISION_MS);
     let rows = super::sqlite::to_the_end(pool, batch).await?;
@@ -87,23 +93,18 @@ pub(super) async fn sqlite(
 /// the rotation's statements in one round trip, each with its own snapshot.
 pub(super) async fn postgres(
     pool: &sqlx::PgPool,
-    session_id: i64,
-    user_id: i64,
-    spend: Option<&[u8; 32]>,
-    now: i64,
-    access: NewAccessToken<'_>,
-    refresh: &[u8; 32],
+    rotate: &Rotate<'_>,
 ) -> Result<Rotation, sqlx::Error> {
     let outcome: String =
         sqlx::query_scalar("select rotate_refresh_token($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-            .bind(session_id)
-            .bind(user_id)
-            .bind(spend.map(|spend| &spend[..]))
-            .bind(now)
-            .bind(&access.digest[..])
-            .bind(access.scopes.to_string())
-            .bind(access.expires_at)
-            .bind(&refresh[..])
+            .bind(rotate.session_id)
+            .bind(rotate.user_id)
+            .bind(rotate.spend.map(|spend| &spend[..]))
+            .bind(rotate.now)
+            .bind(&rotate.access.digest[..])
+            .bind(rotate.access.scopes.to_string())
+            .bind(rotate.access.expires_at)
+            .bind(&rotate.refresh[..])
             .bind(REFRESH_TOKEN_ROWS_PER_SESSION - 1)
             .bind(USE_PRECISION_MS)
             .fetch_one(pool)

@@ -231,10 +231,10 @@ impl Store {
     /// Issues a new access token and refresh token in a live session, spending `spend`
     /// first when given, and retiring every other refresh token of the session: a session
     /// has one live refresh token at most. All or nothing: when `spend` was already spent,
-    /// or the session was revoked, nothing is written. The session's row is written first,
-    /// so concurrent refreshes of one session take turns (on PostgreSQL by its row lock,
-    /// on SQLite by the write lock) and each sees the tokens the others issued.
-    /// `user_id`: the session's user.
+    /// or the session was revoked, nothing is written. Concurrent refreshes of one session
+    /// take turns (on PostgreSQL by the session's row lock, taken first; on SQLite by the
+    /// write lock) and each sees the tokens the others issued. `user_id`: the session's
+    /// user. How each backend does it: `rotation.rs`.
     pub async fn refresh_session(
         &self,
         session_id: i64,
@@ -244,13 +244,17 @@ impl Store {
         access: NewAccessToken<'_>,
         refresh: &[u8; 32],
     ) -> Result<Rotation, sqlx::Error> {
+        let rotate = rotation::Rotate {
+            session_id,
+            user_id,
+            spend,
+            now,
+            access,
+            refresh,
+        };
         match &self.writer {
-            Pool::Sqlite(pool) => {
-                rotation::sqlite(pool, session_id, user_id, spend, now, access, refresh).await
-            }
-            Pool::Postgres(pool) => {
-                rotation::postgres(pool, session_id, user_id, spend, now, access, refresh).await
-            }
+            Pool::Sqlite(pool) => rotation::sqlite(pool, &rotate).await,
+            Pool::Postgres(pool) => rotation::postgres(pool, &rotate).await,
         }
     }
 

@@ -1,13 +1,10 @@
 //! DPoP proofs (RFC 9449): checking the signed JWT a client sends beside a token request
-//! or a protected request, and the replay cache that refuses a proof seen before. Knows
+//! or a protected request, and refusing a proof seen before. Knows
 //! nothing of HTTP: it is given the header's value, the method, the URL and the access
-//! token. Parsing the JWS is `jsonwebtoken`'s work, verifying it `signatures.rs`'s.
+//! token. Parsing the JWS is `jsonwebtoken`'s work, verifying it `signatures.rs`'s, and
+//! remembering the proofs already seen `replay.rs`'s.
 
-use std::{
-    collections::{HashSet, VecDeque},
-    sync::{Mutex, PoisonError},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{
@@ -17,7 +14,7 @@ use jsonwebtoken::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::Auth;
+use super::{Auth, replay::ReplayCache};
 
 /// The proof signing algorithms accepted, as the metadata and the challenge name them.
 pub const ALGORITHMS: [&str; 2] = ["ES256", "EdDSA"];
@@ -369,79 +366,6 @@ fn normalized_url(url: &str) -> String {
     format!("{scheme}://{authority}{path}")
 }
 
-/// The proofs accepted lately, by key and `jti`, each kept for `ttl` after it was first
-/// seen. In memory, per process: see the README on replicas.
-struct ReplayCache {
-    ttl: Duration,
-    capacity: usize,
-    state: Mutex<ReplayState>,
-}
-
-#[derive(Default)]
-struct ReplayState {
-    /// Truncated SHA-256 of the key's thumbprint and the `jti`: a fixed size per entry,
-    /// however long the `jti`.
-    keys: HashSet<[u8; 16]>,
-    /// The same keys in the order they were seen, which is also the order they expire in.
-    order: VecDeque<(Instant, [u8; 16])>,
-}
-
-impl ReplayCache {
-    fn new(ttl: Duration, capacity: usize) -> Self {
-        Self {
-            ttl,
-            capacity,
-            state: Mutex::default(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ReplayState> {
-        // Every change leaves the two collections consistent before it can panic.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Remembers the proof; `false` when it was seen within its lifetime.
-    fn insert_new(&self, thumbprint: &str, jti: &str) -> bool {
-        let mut hasher = Sha256::new();
-        hasher.update(thumbprint.as_bytes());
-        hasher.update([0]);
-        hasher.update(jti.as_bytes());
-        let digest = hasher.finalize();
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
-
-        let now = Instant::now();
-        let mut state = self.lock();
-        Self::expire(&mut state, now, self.ttl);
-        if state.keys.contains(&key) {
-            return false;
-        }
-        while state.order.len() >= self.capacity {
-            if let Some((_, oldest)) = state.order.pop_front() {
-                state.keys.remove(&oldest);
-            }
-        }
-        state.keys.insert(key);
-        state.order.push_back((now, key));
-        true
-    }
-
-    fn prune(&self) {
-        let mut state = self.lock();
-        Self::expire(&mut state, Instant::now(), self.ttl);
-    }
-
-    fn expire(state: &mut ReplayState, now: Instant, ttl: Duration) {
-        while let Some(&(seen, key)) = state.order.front() {
-            if now.duration_since(seen) < ttl {
-                break;
-            }
-            state.order.pop_front();
-            state.keys.remove(&key);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,27 +389,6 @@ mod tests {
             normalized_url("http://a.example/Token"),
             normalized_url("http://a.example/token")
         );
-    }
-
-    #[test]
-    fn a_proof_is_refused_again_within_its_lifetime_and_the_cache_stays_bounded() {
-        let cache = ReplayCache::new(Duration::from_secs(60), 3);
-        assert!(cache.insert_new("key", "a"));
-        assert!(!cache.insert_new("key", "a"));
-        // The same jti of another key is another proof.
-        assert!(cache.insert_new("other", "a"));
-        assert!(cache.insert_new("key", "b"));
-        assert!(cache.insert_new("key", "c"));
-        let state = cache.lock();
-        assert_eq!(state.order.len(), 3);
-        assert_eq!(state.keys.len(), 3);
-    }
-
-    #[test]
-    fn remembered_proofs_expire() {
-        let cache = ReplayCache::new(Duration::ZERO, 10);
-        assert!(cache.insert_new("key", "a"));
-        assert!(cache.insert_new("key", "a"));
     }
 
     #[test]

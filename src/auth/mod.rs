@@ -16,6 +16,7 @@ mod introspection;
 mod login;
 pub mod password;
 mod refresh;
+mod replay;
 mod revocation;
 pub mod second_factor;
 mod signatures;

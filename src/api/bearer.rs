@@ -4,7 +4,7 @@
 
 use poem::{
     Request, RequestBody,
-    http::{HeaderMap, header::AUTHORIZATION},
+    http::{HeaderMap, Method, Uri, header::AUTHORIZATION},
 };
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ExtractParamOptions, OAuthScopes,
@@ -38,11 +38,6 @@ pub struct BearerToken {
 impl BearerToken {
     pub fn as_str(&self) -> &str {
         &self.token
-    }
-
-    /// The scheme the token came with.
-    pub fn scheme(&self) -> TokenType {
-        self.scheme
     }
 
     /// What the request's DPoP proof must match, when the token came as `DPoP`.
@@ -91,12 +86,21 @@ impl BearerToken {
 
     /// Reads the token of a whole request, with its proof when it came as `DPoP`.
     fn from_request(req: &Request) -> Result<Self, AccessError> {
-        let mut token = Self::from_headers(req.headers())?;
+        Self::from_parts(req.method(), req.uri(), req.headers())
+    }
+
+    /// As [`BearerToken::from_request`], from a request's parts.
+    pub fn from_parts(
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Self, AccessError> {
+        let mut token = Self::from_headers(headers)?;
         if token.scheme == TokenType::Dpop {
             token.dpop = Some(DpopRequest {
-                header: dpop_header(req.headers()),
-                method: req.method().as_str().to_owned(),
-                path: req.uri().path().to_owned(),
+                header: dpop_header(headers),
+                method: method.as_str().to_owned(),
+                path: uri.path().to_owned(),
             });
         }
         Ok(token)
@@ -237,6 +241,6 @@ mod tests {
     fn the_dpop_scheme_is_read_case_insensitively() {
         let token = BearerToken::from_header(Some(b"dpop  abc")).unwrap();
         assert_eq!(token.as_str(), "abc");
-        assert_eq!(token.scheme(), TokenType::Dpop);
+        assert_eq!(token.scheme, TokenType::Dpop);
     }
 }

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::SystemTime};
 
 use super::{
     AccessError, Auth,
-    dpop::{DpopRequest, ProofError, TokenType},
+    dpop::{DpopRequest, TokenType},
     token::{self, TokenDigest},
 };
 use crate::{
@@ -32,13 +32,17 @@ impl Auth {
         result
     }
 
-    /// Calls `answer` with the user behind bearer token `token` when the token cache alone
-    /// can say: an unbound token checked lately, of a user still active, with nothing
-    /// changed since; and counts the check. `None`, not counted, means "ask
-    /// [`Auth::current_user`]", which answers every case.
+    /// Calls `answer` with the user behind access token `token` when the token cache
+    /// alone can say: a token checked lately, of a user still active, with nothing
+    /// changed since, sent as it must be (`dpop`: as for [`Auth::current_user`]); and
+    /// counts the check. `None`, not counted, means "ask [`Auth::current_user`]", which
+    /// answers every case. A bound token's proof is checked here, last: accepted, it is
+    /// remembered and the answer is certain; refused, it is remembered nowhere and the
+    /// full path refuses it for the same reason.
     pub fn with_cached_user<R>(
         &self,
         token: &str,
+        dpop: Option<&DpopRequest>,
         answer: impl FnOnce(&users::User) -> R,
     ) -> Option<R> {
         if !token::is_well_formed(token) {
@@ -46,9 +50,14 @@ impl Auth {
         }
         let now = unix_millis(SystemTime::now());
         let live = self.tokens.peek(&TokenDigest::of(token), now)?;
-        // A bound token sent as a bearer token is refused, by the full path.
-        if live.user.disabled || live.dpop_jkt.is_some() {
+        if live.user.disabled {
             return None;
+        }
+        match (dpop, live.dpop_jkt.as_deref()) {
+            (None, None) => {}
+            (Some(request), Some(bound)) => self.resource_proof(request, token, bound).ok()?,
+            // A bound token sent as a bearer token, or the reverse: refused, by the full path.
+            _ => return None,
         }
         self.tokens.hit();
         self.metrics.bearer_check("ok");
@@ -79,14 +88,9 @@ impl Auth {
         match (dpop, &live.dpop_jkt) {
             (None, None) => {}
             (None, Some(_)) | (Some(_), None) => return Err(AccessError::InvalidToken(scheme)),
-            (Some(request), Some(bound)) => {
-                let key = self
-                    .resource_request_key(request, token)
-                    .map_err(AccessError::InvalidDpopProof)?;
-                if key != *bound {
-                    return Err(AccessError::InvalidDpopProof(ProofError::WrongKey));
-                }
-            }
+            (Some(request), Some(bound)) => self
+                .check_resource_proof(request, token, bound)
+                .map_err(AccessError::InvalidDpopProof)?,
         }
         let user = &live.user;
         if let Some(scope) = required

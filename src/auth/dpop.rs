@@ -1,26 +1,19 @@
 //! DPoP proofs (RFC 9449): checking the signed JWT a client sends beside a token request
-//! or a protected request, and refusing a proof seen before. Knows
-//! nothing of HTTP: it is given the header's value, the method, the URL and the access
-//! token. Parsing the JWS is `jsonwebtoken`'s work, verifying it `signatures.rs`'s, and
+//! or a protected request, and refusing a proof seen before. Knows nothing of HTTP: it is
+//! given the header's value, the method, the URL and the access token. Reading a proof's
+//! key is `proof_keys.rs`'s work, verifying the signature `signatures.rs`'s, and
 //! remembering the proofs already seen `replay.rs`'s.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use jsonwebtoken::{
-    Algorithm, DecodingKey,
-    jwk::{AlgorithmParameters, EllipticCurve, Jwk, ThumbprintHash},
-};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{Auth, replay::ReplayCache};
+use super::{Auth, proof_keys::KeyCache, replay::ReplayCache};
 
 /// The proof signing algorithms accepted, as the metadata and the challenge name them.
 pub const ALGORITHMS: [&str; 2] = ["ES256", "EdDSA"];
-
-/// The `typ` a DPoP proof's header must carry (RFC 9449, section 4.2).
-const PROOF_TYPE: &str = "dpop+jwt";
 
 /// Longer proofs are refused unread: an ES256 or EdDSA proof is a few hundred bytes.
 const MAX_PROOF_LEN: usize = 4096;
@@ -33,9 +26,6 @@ const MAX_JTI_LEN: usize = 256;
 /// so a flood of fresh proofs can shorten how long a proof is remembered but never
 /// refuses a client's next one.
 const REPLAY_CAPACITY: usize = 500_000;
-
-/// Private members of a JWK (RFC 7518, section 6): a proof's key must be public.
-const PRIVATE_KEY_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
 
 /// How a token is used, as `token_type` says (RFC 6750, RFC 9449).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +131,8 @@ pub struct Expected<'a> {
     pub url: &'a str,
     /// The access token presented with the proof, on a protected request.
     pub access_token: Option<&'a str>,
+    /// The thumbprint of the key the access token is bound to, on a protected request.
+    pub key: Option<&'a str>,
 }
 
 impl Auth {
@@ -154,20 +146,40 @@ impl Auth {
             DpopHeader::Absent if self.dpop_required => Err(ProofError::Missing),
             DpopHeader::Absent => Ok(None),
             DpopHeader::Unusable => Err(ProofError::Unusable),
-            DpopHeader::Proof(proof) => self.check_proof(proof, request, None).map(Some),
+            DpopHeader::Proof(proof) => self
+                .check_proof(proof, request, None, None)
+                .map(Some)
+                .inspect_err(log_refusal),
         }
     }
 
-    /// The key of a protected request's proof, which must carry `ath` for `token`.
-    pub(super) fn resource_request_key(
+    /// Checks a protected request's proof: it must carry `ath` for `token` and be signed
+    /// by the key the token is bound to (`bound`, that key's thumbprint).
+    pub(super) fn check_resource_proof(
         &self,
         request: &DpopRequest,
         token: &str,
-    ) -> Result<String, ProofError> {
+        bound: &str,
+    ) -> Result<(), ProofError> {
+        self.resource_proof(request, token, bound)
+            .inspect_err(log_refusal)
+    }
+
+    /// [`Auth::check_resource_proof`] without a word in the log: for the cache's fast
+    /// path, which leaves a refused proof to the full path (nothing refused is
+    /// remembered, so the full path finds the same fault).
+    pub(super) fn resource_proof(
+        &self,
+        request: &DpopRequest,
+        token: &str,
+        bound: &str,
+    ) -> Result<(), ProofError> {
         match &request.header {
             DpopHeader::Absent => Err(ProofError::Missing),
             DpopHeader::Unusable => Err(ProofError::Unusable),
-            DpopHeader::Proof(proof) => self.check_proof(proof, request, Some(token)),
+            DpopHeader::Proof(proof) => self
+                .check_proof(proof, request, Some(token), Some(bound))
+                .map(|_| ()),
         }
     }
 
@@ -176,25 +188,28 @@ impl Auth {
         proof: &str,
         request: &DpopRequest,
         access_token: Option<&str>,
+        key: Option<&str>,
     ) -> Result<String, ProofError> {
         let url = format!("{}{}", self.issuer, request.path);
         let expected = Expected {
             method: &request.method,
             url: &url,
             access_token,
+            key,
         };
-        let result = self.dpop.check(proof, &expected, SystemTime::now());
-        if let Err(err) = &result {
-            // The reason only, never the proof: it is as good as a credential while fresh.
-            tracing::debug!(reason = %err, "DPoP proof refused");
-        }
-        result
+        self.dpop.check(proof, &expected, SystemTime::now())
     }
+}
+
+/// The reason only, never the proof: it is as good as a credential while fresh.
+fn log_refusal(err: &ProofError) {
+    tracing::debug!(reason = %err, "DPoP proof refused");
 }
 
 /// Checks proofs and remembers the ones it accepted.
 pub struct ProofChecker {
     max_age: Duration,
+    keys: KeyCache,
     seen: ReplayCache,
 }
 
@@ -204,6 +219,7 @@ impl ProofChecker {
         super::signatures::install();
         Self {
             max_age,
+            keys: KeyCache::default(),
             // A proof is acceptable from `iat - max_age` until `iat + max_age`: counted
             // from when it was first seen, twice the age covers all of that.
             seen: ReplayCache::new(max_age.saturating_mul(2), REPLAY_CAPACITY),
@@ -229,21 +245,25 @@ impl ProofChecker {
         else {
             return Err(ProofError::Malformed);
         };
-        let (algorithm, jwk) = proof_key(header)?;
-        let key = DecodingKey::from_jwk(&jwk).map_err(|_| ProofError::BadKey)?;
+        let key = self.keys.read(header)?;
         // The signing input is the first two parts as sent (RFC 7515, section 5.2).
         let signed = &proof[..header.len() + 1 + claims.len()];
-        let verified = jsonwebtoken::crypto::verify(signature, signed.as_bytes(), &key, algorithm)
-            .map_err(|err| {
-                use jsonwebtoken::errors::ErrorKind;
-                match err.kind() {
-                    // Coordinates that are no point of the curve, or of the wrong size.
-                    ErrorKind::InvalidEcdsaKey
-                    | ErrorKind::InvalidEddsaKey
-                    | ErrorKind::InvalidKeyFormat => ProofError::BadKey,
-                    _ => ProofError::Malformed,
-                }
-            })?;
+        let verified = jsonwebtoken::crypto::verify(
+            signature,
+            signed.as_bytes(),
+            &key.decoding,
+            key.algorithm,
+        )
+        .map_err(|err| {
+            use jsonwebtoken::errors::ErrorKind;
+            match err.kind() {
+                // Coordinates that are no point of the curve, or of the wrong size.
+                ErrorKind::InvalidEcdsaKey
+                | ErrorKind::InvalidEddsaKey
+                | ErrorKind::InvalidKeyFormat => ProofError::BadKey,
+                _ => ProofError::Malformed,
+            }
+        })?;
         if !verified {
             return Err(ProofError::BadSignature);
         }
@@ -278,63 +298,21 @@ impl ProofChecker {
         {
             return Err(ProofError::WrongTokenHash);
         }
-        let thumbprint = jwk
-            .thumbprint(ThumbprintHash::SHA256)
-            .map_err(|_| ProofError::BadKey)?;
-        if !self.seen.insert_new(&thumbprint, &jti) {
+        let thumbprint = key.thumbprint.as_deref().ok_or(ProofError::BadKey)?;
+        // Before the proof is remembered: a proof of another key costs its client nothing.
+        if expected.key.is_some_and(|bound| bound != thumbprint) {
+            return Err(ProofError::WrongKey);
+        }
+        if !self.seen.insert_new(thumbprint, &jti) {
             return Err(ProofError::Replayed);
         }
-        Ok(thumbprint)
+        Ok(thumbprint.to_owned())
     }
 
     /// Forgets proofs that can no longer be accepted anyway.
     pub fn prune(&self) {
         self.seen.prune();
     }
-}
-
-/// The proof's algorithm and public key, from its header (still base64url), checked
-/// before the signature: `typ`, an accepted `alg` (never `none` or an HMAC), and a public
-/// `jwk` of that alg.
-fn proof_key(header: &str) -> Result<(Algorithm, Jwk), ProofError> {
-    let mut header = URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .ok_or(ProofError::Malformed)?;
-    if header["typ"].as_str() != Some(PROOF_TYPE) {
-        return Err(ProofError::WrongType);
-    }
-    let algorithm = match header["alg"].as_str() {
-        Some("ES256") => Algorithm::ES256,
-        Some("EdDSA") => Algorithm::EdDSA,
-        _ => return Err(ProofError::UnsupportedAlgorithm),
-    };
-    // Read as JSON first: `jsonwebtoken`'s `Jwk` drops members it does not know, `d`
-    // among them, and a key that holds anything private is refused.
-    let raw_jwk = header["jwk"].take();
-    let private = raw_jwk.as_object().is_none_or(|members| {
-        PRIVATE_KEY_MEMBERS
-            .iter()
-            .any(|member| members.contains_key(*member))
-    });
-    if private {
-        return Err(ProofError::BadKey);
-    }
-    let jwk: Jwk = serde_json::from_value(raw_jwk).map_err(|_| ProofError::BadKey)?;
-    let fits = match (&jwk.algorithm, algorithm) {
-        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => {
-            ec.curve == EllipticCurve::P256
-        }
-        (AlgorithmParameters::OctetKeyPair(okp), Algorithm::EdDSA) => {
-            okp.curve == EllipticCurve::Ed25519
-        }
-        _ => false,
-    };
-    if !fits {
-        return Err(ProofError::BadKey);
-    }
-    Ok((algorithm, jwk))
 }
 
 /// `ath` (RFC 9449, section 4.2): base64url(SHA-256(access token)), without padding.

@@ -15,6 +15,7 @@ mod errors;
 mod introspection;
 mod login;
 pub mod password;
+mod proof_keys;
 mod refresh;
 mod replay;
 mod revocation;

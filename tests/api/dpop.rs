@@ -9,10 +9,12 @@ use p256::ecdsa::signature::Signer as _;
 use reqwest::{RequestBuilder, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use simple_oauth2::auth::{DpopHeader, DpopRequest};
 
 use crate::{
     helpers::{TestApp, say_skipped, spawn_app, spawn_app_with, status_and_json},
     introspection::{add_client, introspect},
+    users_me::seen,
 };
 
 /// The challenge of a refused proof, exactly as the contract gives it.
@@ -548,6 +550,131 @@ both_backends! {
             .await
             .unwrap();
         assert_proof_challenge(elsewhere, "a proof for /users/me on /users/me/items").await;
+    }
+
+    // A bound token the cache holds is answered before the router, its proof checked
+    // there (the fast path); one it does not goes through the OpenAPI handler. A client
+    // must not be able to tell, and a proof accepted either way is accepted once.
+    #[tokio::test]
+    async fn a_dpop_answer_from_the_token_cache_is_the_same_as_one_from_the_database() {
+        let app = spawn_app().await;
+        let key = DpopKey::es256();
+        let (token, _) = dpop_login(&app, &key).await;
+        let url = app.url("/users/me");
+
+        let (mut from_cache, mut from_database) = (None, None);
+        for _ in 0..20 {
+            let proof = key.proof("GET", &url, Some(&token));
+            let before = app.auth.token_cache_stats();
+            let answer = seen(dpop_get(&app, "/users/me", &token, Some(&proof)).send().await.unwrap())
+                .await;
+            let cached = app.auth.token_cache_stats().hits > before.hits;
+            // The same proof again, on whichever path: refused.
+            let again = dpop_get(&app, "/users/me", &token, Some(&proof)).send().await.unwrap();
+            assert_proof_challenge(again, "a proof accepted once, sent again").await;
+            if cached {
+                from_cache = Some(answer);
+            } else {
+                from_database = Some(answer);
+            }
+            if from_cache.is_some() && from_database.is_some() {
+                break;
+            }
+        }
+        let from_cache = from_cache.expect("no answer came from the cache");
+        let from_database = from_database.expect("no answer came from the database");
+        assert_eq!(from_cache, from_database);
+        assert_eq!(from_cache.0, 200);
+        assert_eq!(
+            String::from_utf8(from_cache.2).unwrap(),
+            r#"{"username":"johndoe","email":"johndoe@example.com","full_name":"John Doe","disabled":false}"#
+        );
+    }
+
+    // The fast path itself: it answers a bound token with a good proof once, and leaves
+    // everything else to the full path (`None`) without remembering the proof.
+    #[tokio::test]
+    async fn the_cache_answers_a_bound_token_only_with_a_good_unused_proof_of_its_key() {
+        let app = spawn_app().await;
+        let key = DpopKey::es256();
+        let (token, _) = dpop_login(&app, &key).await;
+        let url = app.url("/users/me");
+        let request = |proof: &str| DpopRequest {
+            header: DpopHeader::Proof(proof.to_owned()),
+            method: "GET".into(),
+            path: "/users/me".into(),
+        };
+        let from_cache = |proof: &str| {
+            app.auth
+                .with_cached_user(&token, Some(&request(proof)), |user| user.username.clone())
+        };
+
+        let mut accepted = None;
+        for _ in 0..20 {
+            // Through the full path first, so that the cache knows the token.
+            assert_eq!(dpop_call(&app, &key, "/users/me", &token).await.status(), 200);
+            let proof = key.proof("GET", &url, Some(&token));
+            if let Some(username) = from_cache(&proof) {
+                assert_eq!(username, "johndoe");
+                accepted = Some(proof);
+                break;
+            }
+            // Not vouched for (a change not yet settled): the proof is not used up.
+            assert_eq!(
+                dpop_get(&app, "/users/me", &token, Some(&proof)).send().await.unwrap().status(),
+                200
+            );
+        }
+        let accepted = accepted.expect("the cache never answered");
+
+        assert_eq!(from_cache(&accepted), None, "the same proof again");
+        let of_another_key = DpopKey::es256().proof("GET", &url, Some(&token));
+        assert_eq!(from_cache(&of_another_key), None, "a proof of another key");
+        let for_items = key.proof("GET", &app.url("/users/me/items"), Some(&token));
+        assert_eq!(from_cache(&for_items), None, "a proof for another URL");
+        assert_eq!(
+            app.auth.with_cached_user(&token, None, |_| ()),
+            None,
+            "the bound token as a bearer token"
+        );
+        // And the next good proof is answered there again.
+        let good = key.proof("GET", &url, Some(&token));
+        assert!(from_cache(&good).is_some());
+    }
+
+    // Every refusal on a cached token comes from the full path, after the fast path
+    // found the fault and remembered nothing: a proof of another key, refused, does not
+    // use up anything, and the token's own key still works.
+    #[tokio::test]
+    async fn bad_proofs_of_a_cached_token_get_the_challenge_and_spend_nothing() {
+        let app = spawn_app().await;
+        let key = DpopKey::es256();
+        let (token, _) = dpop_login(&app, &key).await;
+        let url = app.url("/users/me");
+        for _ in 0..20 {
+            let before = app.auth.token_cache_stats();
+            assert_eq!(dpop_call(&app, &key, "/users/me", &token).await.status(), 200);
+            if app.auth.token_cache_stats().hits > before.hits {
+                break;
+            }
+        }
+
+        let other = DpopKey::es256();
+        let of_another_key = other.proof("GET", &url, Some(&token));
+        for case in ["a proof of another key", "the same proof again"] {
+            let response = dpop_get(&app, "/users/me", &token, Some(&of_another_key))
+                .send()
+                .await
+                .unwrap();
+            assert_proof_challenge(response, case).await;
+        }
+        for (case, _, proof) in bad_proofs(&key, "GET", &url, Some(&token)) {
+            let response = dpop_get(&app, "/users/me", &token, Some(&proof)).send().await.unwrap();
+            assert_proof_challenge(response, case).await;
+        }
+        let hits = app.auth.token_cache_stats().hits;
+        assert_eq!(dpop_call(&app, &key, "/users/me", &token).await.status(), 200);
+        assert!(app.auth.token_cache_stats().hits > hits, "answered from the cache");
     }
 
     #[tokio::test]

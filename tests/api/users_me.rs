@@ -157,7 +157,7 @@ both_backends! {
 }
 
 /// What a client can see of an answer: status, the headers it reads, and the body.
-async fn seen(response: reqwest::Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
+pub(crate) async fn seen(response: reqwest::Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let status = response.status().as_u16();
     let headers = ["content-type", "content-length", "x-content-type-options"]
         .iter()

@@ -245,3 +245,22 @@ const MIN_BATCH: i64 = 20;
 
 /// The pause between two batches, in which logins and revocations get the database.
 const SWEEP_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_batch_is_sized_by_the_time_the_last_one_took() {
+        let sweep = Sweep::ExpiredAccessTokens;
+        // Four times too long: a quarter of the rows next.
+        assert_eq!(sweep.next_batch(500, BATCH_TIME * 4), 125);
+        // Ten times too quick: double at most, and never past four times the first size.
+        assert_eq!(sweep.next_batch(500, BATCH_TIME / 10), 1000);
+        assert_eq!(sweep.next_batch(1500, Duration::ZERO), 2000);
+        // However slow the disk, a batch still deletes something.
+        assert_eq!(sweep.next_batch(500, Duration::from_secs(60)), MIN_BATCH);
+    }
+}

@@ -286,6 +286,31 @@ macro_rules! on_test_pool {
 }
 
 impl TestApp {
+    /// Asks `ask` (at most 20 times) until one answer came from the token cache (a hit
+    /// was counted while it ran) and one from the database; returns both, in that order.
+    pub async fn answers_from_cache_and_database<T, F>(&self, mut ask: impl FnMut() -> F) -> (T, T)
+    where
+        F: Future<Output = T>,
+    {
+        let (mut from_cache, mut from_database) = (None, None);
+        for _ in 0..20 {
+            let before = self.auth.token_cache_stats();
+            let answer = ask().await;
+            if self.auth.token_cache_stats().hits > before.hits {
+                from_cache = Some(answer);
+            } else {
+                from_database = Some(answer);
+            }
+            if from_cache.is_some() && from_database.is_some() {
+                break;
+            }
+        }
+        (
+            from_cache.expect("no answer came from the cache"),
+            from_database.expect("no answer came from the database"),
+        )
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

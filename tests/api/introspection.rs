@@ -507,21 +507,9 @@ both_backends! {
         let secret = add_client(&app, "billing");
         let token = app.token_for("johndoe", "secret", "me items").await;
 
-        let (mut from_cache, mut from_database) = (None, None);
-        for _ in 0..20 {
-            let before = app.auth.token_cache_stats();
-            let answer = introspection_seen(&app, &secret, &token).await;
-            if app.auth.token_cache_stats().hits > before.hits {
-                from_cache = Some(answer);
-            } else {
-                from_database = Some(answer);
-            }
-            if from_cache.is_some() && from_database.is_some() {
-                break;
-            }
-        }
-        let from_cache = from_cache.expect("no answer came from the cache");
-        let from_database = from_database.expect("no answer came from the database");
+        let (from_cache, from_database) = app
+            .answers_from_cache_and_database(|| introspection_seen(&app, &secret, &token))
+            .await;
 
         assert_eq!(from_cache, from_database);
         assert_eq!(from_cache.0, 200);

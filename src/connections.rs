@@ -19,13 +19,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::{header::CONTENT_LENGTH, request::Parts};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
 use poem::{
-    Endpoint, Response,
+    Endpoint, RequestParts, Response,
     web::{LocalAddr, RemoteAddr},
 };
 use tokio::{
@@ -57,9 +60,26 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// HTTP/2 requests one connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 100;
 
-/// Answers a request without a body before it becomes a poem request, or returns `None`
-/// to pass it on to the endpoint.
-pub type Shortcut = Arc<dyn Fn(&http::request::Parts) -> Option<Response> + Send + Sync>;
+/// A request body a [`Shortcut`] may ask for is read here only if it declares at most this
+/// many bytes: enough for a form with a token, a hint and client credentials.
+pub const SHORTCUT_BODY_BYTES: u64 = 4 * 1024;
+
+/// How long a body a [`Shortcut`] asked for may take to arrive here in full; one that takes
+/// longer goes on to the endpoint, which gives it the rest of its time (its own timeout).
+const SHORTCUT_BODY_WAIT: Duration = Duration::from_millis(100);
+
+/// Answers some requests before they become poem requests: the router, the OpenAPI layer
+/// and their buffers cost more than the answer itself on the busiest routes.
+pub trait Shortcut: Send + Sync {
+    /// Whether [`Shortcut::answer`] wants this request's body (the request has one). It is
+    /// then read here first, if it declares a `Content-Length` of at most
+    /// [`SHORTCUT_BODY_BYTES`] and arrives whole at once.
+    fn wants_body(&self, request: &Parts) -> bool;
+
+    /// The answer, or `None` to pass the request on to the endpoint. `body`: all of it, or
+    /// empty for a request without one.
+    fn answer(&self, request: &Parts, body: &[u8], remote: SocketAddr) -> Option<Response>;
+}
 
 /// Raises the soft limit on open descriptors to the hard limit, and returns how many
 /// connections may be open at once within it.
@@ -105,7 +125,7 @@ fn raise_descriptor_limit() -> u64 {
 pub async fn serve<E>(
     listener: TcpListener,
     endpoint: E,
-    shortcut: Option<Shortcut>,
+    shortcut: Option<Arc<dyn Shortcut>>,
     max_connections: usize,
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
@@ -178,7 +198,7 @@ async fn back_off(err: &io::Error) {
 
 struct Connection<E> {
     endpoint: Arc<E>,
-    shortcut: Option<Shortcut>,
+    shortcut: Option<Arc<dyn Shortcut>>,
     local_addr: SocketAddr,
     remote_addr: SocketAddr,
     stopping: watch::Receiver<bool>,
@@ -193,29 +213,51 @@ impl<E: Endpoint<Output = Response> + 'static> Connection<E> {
             let shortcut = self.shortcut.clone();
             let local = LocalAddr(self.local_addr.into());
             let remote = RemoteAddr(self.remote_addr.into());
+            let remote_addr = self.remote_addr;
             hyper::service::service_fn(move |request: http::Request<Incoming>| {
                 let in_flight = activity.request_started();
                 let (parts, body) = request.into_parts();
-                let answered = match &shortcut {
-                    Some(shortcut) if body.is_end_stream() => shortcut(&parts),
-                    _ => None,
+                // The endpoint is cloned only for a request that may go on to it.
+                let pass_on = || PassOn {
+                    endpoint: endpoint.clone(),
+                    local: local.clone(),
+                    remote: remote.clone(),
                 };
-                // The endpoint is cloned only for a request that goes on to it.
-                let next = answered.ok_or_else(|| {
-                    let request = poem::Request::from((
-                        http::Request::from_parts(parts, body),
-                        local.clone(),
-                        remote.clone(),
-                        http::uri::Scheme::HTTP,
-                    ));
-                    (endpoint.clone(), request)
-                });
+                let next = match &shortcut {
+                    Some(shortcut) if body.is_end_stream() => {
+                        match shortcut.answer(&parts, &[], remote_addr) {
+                            Some(response) => Next::Answered(response),
+                            None => Next::Endpoint(pass_on(), parts, body),
+                        }
+                    }
+                    Some(shortcut) if body_wanted(shortcut.as_ref(), &parts) => {
+                        Next::ReadBody(pass_on(), shortcut.clone(), parts, body)
+                    }
+                    _ => Next::Endpoint(pass_on(), parts, body),
+                };
                 async move {
                     let response = match next {
-                        Ok(response) => response,
-                        // Boxed: the endpoint's state is kilobytes, which hyper would
-                        // otherwise move around with every poll.
-                        Err((endpoint, request)) => Box::pin(endpoint.get_response(request)).await,
+                        Next::Answered(response) => response,
+                        Next::Endpoint(pass_on, parts, body) => {
+                            let request = poem::Request::from((
+                                http::Request::from_parts(parts, body),
+                                pass_on.local.clone(),
+                                pass_on.remote.clone(),
+                                http::uri::Scheme::HTTP,
+                            ));
+                            pass_on.call(request).await
+                        }
+                        Next::ReadBody(pass_on, shortcut, parts, body) => {
+                            // Boxed like the endpoint's future, for the same reason.
+                            Box::pin(answer_with_body(
+                                shortcut.as_ref(),
+                                parts,
+                                body,
+                                remote_addr,
+                                pass_on,
+                            ))
+                            .await
+                        }
                     };
                     drop(in_flight);
                     Ok::<_, Infallible>(hyper::Response::from(response))
@@ -260,6 +302,101 @@ impl<E: Endpoint<Output = Response> + 'static> Connection<E> {
             }
         }
     }
+}
+
+/// What becomes of a request once its head is read.
+enum Next<E> {
+    Answered(Response),
+    Endpoint(PassOn<E>, Parts, Incoming),
+    /// The shortcut wants the body before it can answer.
+    ReadBody(PassOn<E>, Arc<dyn Shortcut>, Parts, Incoming),
+}
+
+/// The endpoint, for a request the shortcut does not answer.
+struct PassOn<E> {
+    endpoint: Arc<E>,
+    local: LocalAddr,
+    remote: RemoteAddr,
+}
+
+impl<E: Endpoint<Output = Response>> PassOn<E> {
+    async fn call(self, request: poem::Request) -> Response {
+        // Boxed: the endpoint's state is kilobytes, which hyper would otherwise move
+        // around with every poll.
+        Box::pin(self.endpoint.get_response(request)).await
+    }
+}
+
+fn body_wanted(shortcut: &dyn Shortcut, request: &Parts) -> bool {
+    let declared = request
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    declared.is_some_and(|length| length <= SHORTCUT_BODY_BYTES) && shortcut.wants_body(request)
+}
+
+/// Reads the body the shortcut asked for and asks it again; a request it does not answer
+/// goes on to the endpoint with its body as the client sent it: all of it when it arrived
+/// in time, else what arrived followed by the rest, still to be read.
+async fn answer_with_body<E: Endpoint<Output = Response>>(
+    shortcut: &dyn Shortcut,
+    parts: Parts,
+    mut body: Incoming,
+    remote: SocketAddr,
+    pass_on: PassOn<E>,
+) -> Response {
+    let first = tokio::time::timeout(
+        SHORTCUT_BODY_WAIT,
+        std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)),
+    )
+    .await;
+    let body = match first {
+        Ok(Some(Ok(frame))) => match frame.into_data() {
+            Ok(data) if body.is_end_stream() => {
+                if let Some(response) = shortcut.answer(&parts, &data, remote) {
+                    return response;
+                }
+                poem::Body::from(data)
+            }
+            Ok(data) => poem::Body::from_bytes_stream(
+                futures_util::stream::iter([Ok(data)]).chain(rest_of(body)),
+            ),
+            // Trailers before any data: the endpoint reads only data frames anyway.
+            Err(_trailers) => poem::Body::from_bytes_stream(rest_of(body)),
+        },
+        Ok(Some(Err(err))) => {
+            poem::Body::from_bytes_stream(futures_util::stream::iter([Err::<Bytes, _>(
+                io::Error::other(err),
+            )]))
+        }
+        Ok(None) => poem::Body::empty(),
+        // Still on its way: nothing was taken from it.
+        Err(_elapsed) => poem::Body::from_bytes_stream(rest_of(body)),
+    };
+    let parts = RequestParts::from((
+        parts,
+        pass_on.local.clone(),
+        pass_on.remote.clone(),
+        http::uri::Scheme::HTTP,
+    ));
+    pass_on.call(poem::Request::from_parts(parts, body)).await
+}
+
+/// The data frames still to come of a body.
+fn rest_of(mut body: Incoming) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| {
+        loop {
+            return match std::task::ready!(Pin::new(&mut body).poll_frame(cx)) {
+                None => Poll::Ready(None),
+                Some(Err(err)) => Poll::Ready(Some(Err(io::Error::other(err)))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(data))),
+                    Err(_trailers) => continue,
+                },
+            };
+        }
+    })
 }
 
 /// When a connection last moved bytes, and how many of its requests are being handled.

@@ -4,10 +4,11 @@ use std::{net::IpAddr, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use poem::{
-    IntoResponse, Request, RequestBody,
+    Request, RequestBody,
     http::{
-        HeaderValue, Method,
-        header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA},
+        HeaderMap, HeaderValue, Method,
+        header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA},
+        request::Parts,
     },
     web::RemoteAddr,
 };
@@ -15,8 +16,9 @@ use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi,
     payload::{Form, Json, Payload},
     registry::{MetaSecurityScheme, Registry},
-    types::{Password, ToJSON},
+    types::Password,
 };
+use serde::Serialize;
 
 use super::{ApiTags, form::UrlEncoded};
 use crate::{
@@ -42,9 +44,13 @@ pub enum BasicCredentials {
 
 impl BasicCredentials {
     pub fn from_request(req: &Request) -> Self {
-        let mut values = req.headers().get_all(AUTHORIZATION).iter();
+        Self::from_headers(req.headers())
+    }
+
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let mut values = headers.get_all(AUTHORIZATION).iter();
         let (Some(value), None) = (values.next(), values.next()) else {
-            return if req.headers().contains_key(AUTHORIZATION) {
+            return if headers.contains_key(AUTHORIZATION) {
                 Self::Unusable
             } else {
                 Self::Absent
@@ -122,51 +128,64 @@ struct IntrospectionForm {
 }
 
 /// What a token is (RFC 7662, section 2.2); only `active` when it is not live.
-#[derive(Object)]
+// Serialize: the early answer writes it with serde, without poem-openapi's JSON tree;
+// both skip what is absent and keep the fields' order, so the bytes are the same.
+#[derive(Object, Serialize)]
 #[oai(rename = "Introspection")]
 struct IntrospectionBody {
     /// Whether the token is live.
     active: bool,
     /// The scopes it carries, space-separated.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
     /// Its user.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     username: Option<String>,
     /// `Bearer`, or `DPoP` for a DPoP-bound one, for an access token; absent for a
     /// refresh token.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     token_type: Option<String>,
     /// `access_token`, or `refresh_token` (described only when asked for with
     /// `token_type_hint=refresh_token`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     token_use: Option<String>,
     /// When it expires, in Unix seconds.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     exp: Option<i64>,
     /// When it was issued, in Unix seconds.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     iat: Option<i64>,
     /// Its user (the username).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     sub: Option<String>,
     /// This service's issuer identifier.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
     /// How the login authenticated the user (RFC 8176): `["pwd"]`, or `["pwd", "otp"]`
     /// with a one-time code.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     amr: Option<Vec<String>>,
     /// The client the login named, if any.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     client_id: Option<String>,
     /// For a DPoP-bound token: the key it is bound to (RFC 9449, section 6.2).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     cnf: Option<Confirmation>,
 }
 
 /// A token's confirmation method (RFC 7800): the DPoP key it is bound to.
-#[derive(Object)]
+#[derive(Object, Serialize)]
 struct Confirmation {
     /// The key's RFC 7638 SHA-256 thumbprint, base64url.
     jkt: String,
@@ -228,24 +247,34 @@ pub struct IntrospectionApi {
 /// The route [`introspect_from_cache`] answers.
 pub const INTROSPECT: &str = "/token/introspect";
 
-/// `POST /token/introspect` answered from the caches alone, before the router: a client
-/// with HTTP Basic credentials checked lately, a form with `token` (and at most a
-/// `token_type_hint` other than `refresh_token`), and a live token the token cache holds.
-/// `body`: the request's body, already read. `None` (anything else, a wrong secret
-/// included) takes the full path, [`IntrospectionApi::introspect`]; the answer is the
-/// same either way, built from the same body type.
-pub fn introspect_from_cache(auth: &Auth, req: &Request, body: &[u8]) -> Option<poem::Response> {
-    if req.method() != Method::POST || req.uri().path() != INTROSPECT {
+/// Whether [`introspect_from_cache`] may answer this request, once it has its body.
+pub fn may_answer_early(request: &Parts) -> bool {
+    request.method == Method::POST && request.uri.path() == INTROSPECT
+}
+
+/// `POST /token/introspect` answered from the caches alone, before the request becomes a
+/// poem request: a client with HTTP Basic credentials checked lately, a form with `token`
+/// (and at most a `token_type_hint` other than `refresh_token`), and a live token the
+/// token cache holds. `body`: the request's body, read in full. `None` (anything else, a
+/// wrong secret included) takes the full path, [`IntrospectionApi::introspect`]; the
+/// answer is the same either way, the same body type serialized by serde (a test compares
+/// the bytes).
+pub fn introspect_from_cache(
+    auth: &Auth,
+    request: &Parts,
+    body: &[u8],
+    address: IpAddr,
+) -> Option<poem::Response> {
+    if !may_answer_early(request) {
         return None;
     }
-    let BasicCredentials::Present { client_id, secret } = BasicCredentials::from_request(req)
+    let BasicCredentials::Present { client_id, secret } =
+        BasicCredentials::from_headers(&request.headers)
     else {
         return None;
     };
-    if !req
-        .content_type()
-        .is_some_and(Form::<IntrospectionForm>::check_content_type)
-    {
+    let content_type = request.headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    if !Form::<IntrospectionForm>::check_content_type(content_type) {
         return None;
     }
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
@@ -258,10 +287,12 @@ pub fn introspect_from_cache(auth: &Auth, req: &Request, body: &[u8]) -> Option<
         }
         _ => return None,
     };
-    let address = req.remote_addr().as_socket_addr().map(|addr| addr.ip());
-    let found = auth.introspect_from_cache(&client_id, &secret, address, token)?;
-    let mut response =
-        poem::web::Json(IntrospectionBody::from(Some(found)).to_json()).into_response();
+    let found = auth.introspect_from_cache(&client_id, &secret, Some(address), token)?;
+    let body = serde_json::to_vec(&IntrospectionBody::from(Some(found)))
+        .expect("strings, numbers and flags serialize");
+    let mut response = poem::Response::builder()
+        .content_type("application/json; charset=utf-8")
+        .body(body);
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));

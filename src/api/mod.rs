@@ -13,17 +13,18 @@ mod totp;
 mod users;
 
 use std::{
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use poem::{
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
     error::ReadBodyError,
     http::{
         HeaderValue, Method,
         header::{CONTENT_LENGTH, X_CONTENT_TYPE_OPTIONS},
+        request::Parts,
     },
 };
 use poem_openapi::{OpenApiService, Tags};
@@ -63,7 +64,6 @@ enum ApiTags {
 /// The whole service as one endpoint; `main` serves it and the tests call it.
 pub fn app(auth: Arc<Auth>, cors: Arc<Cors>) -> impl Endpoint<Output = Response> {
     let metrics = auth.metrics().clone();
-    let early = auth.clone();
     let api = OpenApiService::new(
         (
             token::TokenApi { auth: auth.clone() },
@@ -94,34 +94,47 @@ pub fn app(auth: Arc<Auth>, cors: Arc<Cors>) -> impl Endpoint<Output = Response>
         .at("/openapi.json", poem::get(docs.spec_endpoint()))
         .data(metrics.clone())
         .around(move |ep, req| {
-            around_request(
-                ep,
-                req,
-                allowed.clone(),
-                metrics.clone(),
-                cors.clone(),
-                early.clone(),
-            )
+            around_request(ep, req, allowed.clone(), metrics.clone(), cors.clone())
         })
 }
 
 /// What [`crate::connections::serve`] answers before a request reaches [`app`]: `GET /users/me`
-/// for a token the cache holds (see [`users::me_from_cache`]). Those answers are finished
-/// like every other (headers, metrics, log line).
-pub fn shortcut(auth: Arc<Auth>, cors: Arc<Cors>) -> Shortcut {
-    Arc::new(move |request| {
+/// for a token the cache holds (see [`users::me_from_cache`]) and `POST /token/introspect`
+/// by a client and of a token the caches vouch for (see [`introspect::introspect_from_cache`]).
+/// Those answers are finished like every other (headers, metrics, log line).
+pub fn shortcut(auth: Arc<Auth>, cors: Arc<Cors>) -> Arc<dyn Shortcut> {
+    Arc::new(Early { auth, cors })
+}
+
+struct Early {
+    auth: Arc<Auth>,
+    cors: Arc<Cors>,
+}
+
+impl Shortcut for Early {
+    fn wants_body(&self, request: &Parts) -> bool {
+        introspect::may_answer_early(request)
+    }
+
+    fn answer(&self, request: &Parts, body: &[u8], remote: SocketAddr) -> Option<Response> {
         let started = Instant::now();
-        let mut response = users::me_from_cache(&auth, request)?;
-        cors.apply(&mut response, cors.allowed_origin(&request.headers));
+        let (route, mut response) = if body.is_empty() {
+            (users::ME, users::me_from_cache(&self.auth, request)?)
+        } else {
+            let answer = introspect::introspect_from_cache(&self.auth, request, body, remote.ip());
+            (introspect::INTROSPECT, answer?)
+        };
+        self.cors
+            .apply(&mut response, self.cors.allowed_origin(&request.headers));
         Some(finish(
             response,
-            users::ME,
+            route,
             &request.method,
             request.uri.path(),
             started,
-            auth.metrics(),
+            self.auth.metrics(),
         ))
-    })
+    }
 }
 
 /// The metrics listener's app: `GET /metrics` in the text exposition format, and nothing
@@ -159,7 +172,6 @@ async fn around_request<E: Endpoint>(
     allowed: Arc<AllowedMethods>,
     metrics: Arc<Metrics>,
     cors: Arc<Cors>,
-    auth: Arc<Auth>,
 ) -> poem::Result<Response> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -170,19 +182,10 @@ async fn around_request<E: Endpoint>(
     let mut response = match preflight {
         Some(response) => response,
         None => match limit_body(req).await {
-            Ok((req, body)) => {
-                // Introspection, which resource servers call on every request, is answered
-                // from the caches when they can (see `introspect::introspect_from_cache`).
-                let early =
-                    body.and_then(|body| introspect::introspect_from_cache(&auth, &req, &body));
-                match early {
-                    Some(response) => response,
-                    None => match ep.call(req).await {
-                        Ok(output) => output.into_response(),
-                        Err(err) => error::framework_error(err, &path, &allowed),
-                    },
-                }
-            }
+            Ok(req) => match ep.call(req).await {
+                Ok(output) => output.into_response(),
+                Err(err) => error::framework_error(err, &path, &allowed),
+            },
             Err(response) => response,
         },
     };
@@ -224,8 +227,8 @@ fn finish(
 /// `Content-Length` says it is too large, after that many bytes otherwise (chunked, or an
 /// HTTP/2 stream that declares no length). A body that has not arrived in full within
 /// [`BODY_READ_TIMEOUT`] gets 408.
-/// Returns the request with its body buffered, and that body (`None`: there was none).
-async fn limit_body(mut req: Request) -> Result<(Request, Option<Bytes>), Response> {
+/// Returns the request with its body buffered.
+async fn limit_body(mut req: Request) -> Result<Request, Response> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -237,7 +240,7 @@ async fn limit_body(mut req: Request) -> Result<(Request, Option<Bytes>), Respon
     let body = req.take_body();
     if body.is_empty() {
         req.set_body(body);
-        return Ok((req, None));
+        return Ok(req);
     }
     // Boxed: the read's state is kilobytes, and a request without a body should not carry
     // it through every layer.
@@ -247,8 +250,8 @@ async fn limit_body(mut req: Request) -> Result<(Request, Option<Bytes>), Respon
     ));
     match read.await {
         Ok(Ok(bytes)) => {
-            req.set_body(bytes.clone());
-            Ok((req, Some(bytes)))
+            req.set_body(bytes);
+            Ok(req)
         }
         Ok(Err(ReadBodyError::PayloadTooLarge)) => Err(error::payload_too_large(MAX_BODY_BYTES)),
         Err(_) => Err(error::body_timeout()),

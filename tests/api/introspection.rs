@@ -518,3 +518,106 @@ both_backends! {
         assert_eq!(from_cache.1[2], ("cache-control".into(), "no-store".into()));
     }
 }
+
+/// `POST /token/introspect` over a raw connection, its body in `pieces` with `pause`
+/// between them; returns the status line and the body of the answer.
+async fn introspect_in_pieces(
+    app: &TestApp,
+    secret: &str,
+    token: &str,
+    pieces: usize,
+    pause: Duration,
+) -> (String, Vec<u8>) {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let form = format!("token={token}");
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("billing:{secret}").as_bytes());
+    let head = format!(
+        "POST /token/introspect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Authorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n",
+        form.len()
+    );
+    let address = app.address.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let size = form.len().div_ceil(pieces);
+    for piece in form.as_bytes().chunks(size) {
+        tokio::time::sleep(pause).await;
+        socket.write_all(piece).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), socket.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 15 s")
+        .unwrap();
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let status =
+        String::from_utf8_lossy(&answer[..answer.iter().position(|b| *b == b'\r').unwrap()]);
+    (status.into_owned(), answer[split + 4..].to_vec())
+}
+
+// The early answer reads the body of an introspection itself; a body that comes late or
+// in pieces is answered all the same, and one that never comes still gets 408.
+#[tokio::test]
+async fn an_introspection_whose_body_comes_late_or_in_pieces_gets_the_same_answer() {
+    let app = spawn_app().await;
+    let secret = add_client(&app, "billing");
+    let token = app.token_for("johndoe", "secret", "me items").await;
+    let (_, _, expected) = introspection_seen(&app, &secret, &token).await;
+    let cases = [
+        ("at once", 1, Duration::ZERO),
+        ("after a pause", 1, Duration::from_millis(300)),
+        ("in three pieces, quickly", 3, Duration::from_millis(20)),
+        ("in three pieces, slowly", 3, Duration::from_millis(200)),
+    ];
+    for (case, pieces, pause) in cases {
+        let (status, body) = introspect_in_pieces(&app, &secret, &token, pieces, pause).await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "{case}");
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            String::from_utf8_lossy(&expected),
+            "{case}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_introspection_whose_body_stops_halfway_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await;
+    let secret = add_client(&app, "billing");
+    let token = app.token_for("johndoe", "secret", "").await;
+    introspection_seen(&app, &secret, &token).await;
+    let address = app.address.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let form = format!("token={token}");
+    let head = format!(
+        "POST /token/introspect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{}",
+        form.len(),
+        &form[..10]
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 20 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited <= Duration::from_secs(12),
+        "answered after {waited:?}"
+    );
+    // The connection's troubles are its own.
+    assert_eq!(introspection_seen(&app, &secret, &token).await.0, 200);
+}

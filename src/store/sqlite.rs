@@ -29,6 +29,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// backstop, and the only check where file events are not available.
 const RECHECK: Duration = Duration::from_millis(250);
 
+/// The size the write-ahead log file is cut back to when the log starts over.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// How often the server moves the write-ahead log into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -41,6 +44,10 @@ pub async fn connect(url: &str) -> Result<SqlitePool, ConnectError> {
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true)
+        // Under a write flood some reader always holds a snapshot, so the log cannot start
+        // over and grows (hundreds of MB in seconds); once it does start over, this cuts
+        // the file back instead of keeping its largest size until the server stops.
+        .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
         // Queries bind their values, so their text holds no secret; it is still only
         // worth a line when one is slow.
         .log_statements(LevelFilter::Off);

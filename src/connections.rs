@@ -21,7 +21,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::{header::CONTENT_LENGTH, request::Parts};
+use http::request::Parts;
 use hyper::body::{Body as _, Incoming};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -60,25 +60,33 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// HTTP/2 requests one connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 100;
 
-/// A request body a [`Shortcut`] may ask for is read here only if it declares at most this
-/// many bytes: enough for a form with a token, a hint and client credentials.
-pub const SHORTCUT_BODY_BYTES: u64 = 4 * 1024;
-
 /// How long a body a [`Shortcut`] asked for may take to arrive here in full; one that takes
-/// longer goes on to the endpoint, which gives it the rest of its time (its own timeout).
+/// longer goes on to the endpoint, whose body deadline counts from [`Arrived`] too.
 const SHORTCUT_BODY_WAIT: Duration = Duration::from_millis(100);
+
+/// When a request's head had been read: its answer's duration and its body's deadline
+/// count from here. Every request the endpoint gets carries it as an extension.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrived(pub Instant);
 
 /// Answers some requests before they become poem requests: the router, the OpenAPI layer
 /// and their buffers cost more than the answer itself on the busiest routes.
 pub trait Shortcut: Send + Sync {
-    /// Whether [`Shortcut::answer`] wants this request's body (the request has one). It is
-    /// then read here first, if it declares a `Content-Length` of at most
-    /// [`SHORTCUT_BODY_BYTES`] and arrives whole at once.
+    /// Whether [`Shortcut::answer`] wants this request's body (the request has one); it
+    /// must say yes only to a body whose declared `Content-Length` is small, since the
+    /// body is then read here first. It goes on to the endpoint, with its body as sent,
+    /// if it has not arrived whole within [`SHORTCUT_BODY_WAIT`].
     fn wants_body(&self, request: &Parts) -> bool;
 
     /// The answer, or `None` to pass the request on to the endpoint. `body`: all of it, or
     /// empty for a request without one.
-    fn answer(&self, request: &Parts, body: &[u8], remote: SocketAddr) -> Option<Response>;
+    fn answer(
+        &self,
+        request: &Parts,
+        body: &[u8],
+        remote: SocketAddr,
+        arrived: Instant,
+    ) -> Option<Response>;
 }
 
 /// Raises the soft limit on open descriptors to the hard limit, and returns how many
@@ -216,6 +224,7 @@ impl<E: Endpoint<Output = Response> + 'static> Connection<E> {
             let remote_addr = self.remote_addr;
             hyper::service::service_fn(move |request: http::Request<Incoming>| {
                 let in_flight = activity.request_started();
+                let arrived = Instant::now();
                 let (parts, body) = request.into_parts();
                 // The endpoint is cloned only for a request that may go on to it.
                 let pass_on = || PassOn {
@@ -225,12 +234,12 @@ impl<E: Endpoint<Output = Response> + 'static> Connection<E> {
                 };
                 let next = match &shortcut {
                     Some(shortcut) if body.is_end_stream() => {
-                        match shortcut.answer(&parts, &[], remote_addr) {
+                        match shortcut.answer(&parts, &[], remote_addr, arrived) {
                             Some(response) => Next::Answered(response),
                             None => Next::Endpoint(pass_on(), parts, body),
                         }
                     }
-                    Some(shortcut) if body_wanted(shortcut.as_ref(), &parts) => {
+                    Some(shortcut) if shortcut.wants_body(&parts) => {
                         Next::ReadBody(pass_on(), shortcut.clone(), parts, body)
                     }
                     _ => Next::Endpoint(pass_on(), parts, body),
@@ -238,7 +247,8 @@ impl<E: Endpoint<Output = Response> + 'static> Connection<E> {
                 async move {
                     let response = match next {
                         Next::Answered(response) => response,
-                        Next::Endpoint(pass_on, parts, body) => {
+                        Next::Endpoint(pass_on, mut parts, body) => {
+                            parts.extensions.insert(Arrived(arrived));
                             let request = poem::Request::from((
                                 http::Request::from_parts(parts, body),
                                 pass_on.local.clone(),
@@ -254,6 +264,7 @@ impl<E: Endpoint<Output = Response> + 'static> Connection<E> {
                                 parts,
                                 body,
                                 remote_addr,
+                                arrived,
                                 pass_on,
                             ))
                             .await
@@ -327,23 +338,15 @@ impl<E: Endpoint<Output = Response>> PassOn<E> {
     }
 }
 
-fn body_wanted(shortcut: &dyn Shortcut, request: &Parts) -> bool {
-    let declared = request
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    declared.is_some_and(|length| length <= SHORTCUT_BODY_BYTES) && shortcut.wants_body(request)
-}
-
 /// Reads the body the shortcut asked for and asks it again; a request it does not answer
 /// goes on to the endpoint with its body as the client sent it: all of it when it arrived
 /// in time, else what arrived followed by the rest, still to be read.
 async fn answer_with_body<E: Endpoint<Output = Response>>(
     shortcut: &dyn Shortcut,
-    parts: Parts,
+    mut parts: Parts,
     mut body: Incoming,
     remote: SocketAddr,
+    arrived: Instant,
     pass_on: PassOn<E>,
 ) -> Response {
     let first = tokio::time::timeout(
@@ -354,7 +357,7 @@ async fn answer_with_body<E: Endpoint<Output = Response>>(
     let body = match first {
         Ok(Some(Ok(frame))) => match frame.into_data() {
             Ok(data) if body.is_end_stream() => {
-                if let Some(response) = shortcut.answer(&parts, &data, remote) {
+                if let Some(response) = shortcut.answer(&parts, &data, remote, arrived) {
                     return response;
                 }
                 poem::Body::from(data)
@@ -374,6 +377,7 @@ async fn answer_with_body<E: Endpoint<Output = Response>>(
         // Still on its way: nothing was taken from it.
         Err(_elapsed) => poem::Body::from_bytes_stream(rest_of(body)),
     };
+    parts.extensions.insert(Arrived(arrived));
     let parts = RequestParts::from((
         parts,
         pass_on.local.clone(),

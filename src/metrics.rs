@@ -1,6 +1,6 @@
 //! Prometheus metrics: logins, refreshes, bearer checks, revocations, introspections,
-//! second factors, password hashing, request durations, database errors and the token
-//! cache, in the text exposition format, for the listener on `METRICS_ADDR` (never the
+//! second factors, password hashing, request durations, database errors, the token
+//! cache and the answers made before the router, in the text exposition format, for the listener on `METRICS_ADDR` (never the
 //! public port).
 //!
 //! Every label is a fixed word, a route template, a method or a status code: never a
@@ -38,6 +38,11 @@ struct Request {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheResult {
     result: &'static str,
 }
@@ -63,6 +68,7 @@ pub struct Metrics {
     pub token_cache_hits: Counter,
     pub token_cache_misses: Counter,
     token_cache: Family<CacheResult, Counter>,
+    early_answers: Family<Route, Counter>,
 }
 
 fn request_duration_histogram() -> Histogram {
@@ -95,6 +101,7 @@ impl Default for Metrics {
             token_cache_hits,
             token_cache_misses,
             token_cache,
+            early_answers: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -157,6 +164,11 @@ impl Default for Metrics {
             "Bearer checks answered by the token cache (hit) or not (miss)",
             metrics.token_cache.clone(),
         );
+        registry.register(
+            "early_answers",
+            "Requests answered from the caches before the router, by route",
+            metrics.early_answers.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -210,6 +222,12 @@ impl Metrics {
                 status,
             })
             .observe(seconds);
+    }
+
+    /// The counter of `route`'s answers from the caches before the router: a handle, so
+    /// that counting one costs no label lookup.
+    pub fn early_answers(&self, route: &'static str) -> Counter {
+        self.early_answers.get_or_create(&Route { route }).clone()
     }
 
     /// Everything, in the text exposition format.

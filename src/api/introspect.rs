@@ -247,9 +247,16 @@ pub struct IntrospectionApi {
 /// The route [`introspect_from_cache`] answers.
 pub const INTROSPECT: &str = "/token/introspect";
 
-/// Whether [`introspect_from_cache`] may answer this request, once it has its body.
+/// A body [`introspect_from_cache`] reads before the router: a form with a token and a
+/// hint is under 200 bytes.
+const EARLY_BODY_BYTES: u64 = 4 * 1024;
+
+/// Whether [`introspect_from_cache`] may answer this request, once it has its body (which
+/// must declare its length, at most [`EARLY_BODY_BYTES`]).
 pub fn may_answer_early(request: &Parts) -> bool {
-    request.method == Method::POST && request.uri.path() == INTROSPECT
+    request.method == Method::POST
+        && request.uri.path() == INTROSPECT
+        && super::declared_length(&request.headers).is_some_and(|len| len <= EARLY_BODY_BYTES)
 }
 
 /// `POST /token/introspect` answered from the caches alone, before the request becomes a

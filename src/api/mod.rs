@@ -22,17 +22,18 @@ use poem::{
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
     error::ReadBodyError,
     http::{
-        HeaderValue, Method,
+        HeaderMap, HeaderValue, Method,
         header::{CONTENT_LENGTH, X_CONTENT_TYPE_OPTIONS},
         request::Parts,
     },
 };
 use poem_openapi::{OpenApiService, Tags};
+use prometheus_client::metrics::counter::Counter;
 
 pub use self::cors::Cors;
 use crate::{
     auth::Auth,
-    connections::Shortcut,
+    connections::{Arrived, Shortcut},
     error::{self, AllowedMethods},
     metrics::Metrics,
 };
@@ -103,12 +104,20 @@ pub fn app(auth: Arc<Auth>, cors: Arc<Cors>) -> impl Endpoint<Output = Response>
 /// by a client and of a token the caches vouch for (see [`introspect::introspect_from_cache`]).
 /// Those answers are finished like every other (headers, metrics, log line).
 pub fn shortcut(auth: Arc<Auth>, cors: Arc<Cors>) -> Arc<dyn Shortcut> {
-    Arc::new(Early { auth, cors })
+    let metrics = auth.metrics();
+    Arc::new(Early {
+        me_answers: metrics.early_answers(users::ME),
+        introspect_answers: metrics.early_answers(introspect::INTROSPECT),
+        auth,
+        cors,
+    })
 }
 
 struct Early {
     auth: Arc<Auth>,
     cors: Arc<Cors>,
+    me_answers: Counter,
+    introspect_answers: Counter,
 }
 
 impl Shortcut for Early {
@@ -116,14 +125,21 @@ impl Shortcut for Early {
         introspect::may_answer_early(request)
     }
 
-    fn answer(&self, request: &Parts, body: &[u8], remote: SocketAddr) -> Option<Response> {
-        let started = Instant::now();
-        let (route, mut response) = if body.is_empty() {
-            (users::ME, users::me_from_cache(&self.auth, request)?)
-        } else {
+    fn answer(
+        &self,
+        request: &Parts,
+        body: &[u8],
+        remote: SocketAddr,
+        arrived: Instant,
+    ) -> Option<Response> {
+        let (route, answered, mut response) = if introspect::may_answer_early(request) {
             let answer = introspect::introspect_from_cache(&self.auth, request, body, remote.ip());
-            (introspect::INTROSPECT, answer?)
+            (introspect::INTROSPECT, &self.introspect_answers, answer?)
+        } else {
+            let answer = users::me_from_cache(&self.auth, request);
+            (users::ME, &self.me_answers, answer?)
         };
+        answered.inc();
         self.cors
             .apply(&mut response, self.cors.allowed_origin(&request.headers));
         Some(finish(
@@ -131,7 +147,7 @@ impl Shortcut for Early {
             route,
             &request.method,
             request.uri.path(),
-            started,
+            arrived,
             self.auth.metrics(),
         ))
     }
@@ -173,7 +189,10 @@ async fn around_request<E: Endpoint>(
     metrics: Arc<Metrics>,
     cors: Arc<Cors>,
 ) -> poem::Result<Response> {
-    let started = Instant::now();
+    let started = req
+        .extensions()
+        .get::<Arrived>()
+        .map_or_else(Instant::now, |arrived| arrived.0);
     let method = req.method().clone();
     // The path only: a query string could carry a token.
     let path = req.uri().path().to_owned();
@@ -181,7 +200,7 @@ async fn around_request<E: Endpoint>(
     let preflight = cors.preflight(&method, req.headers(), origin.as_ref());
     let mut response = match preflight {
         Some(response) => response,
-        None => match limit_body(req).await {
+        None => match limit_body(req, started + BODY_READ_TIMEOUT).await {
             Ok(req) => match ep.call(req).await {
                 Ok(output) => output.into_response(),
                 Err(err) => error::framework_error(err, &path, &allowed),
@@ -225,16 +244,11 @@ fn finish(
 
 /// Buffers the body up to [`MAX_BODY_BYTES`], or answers 413: at once when
 /// `Content-Length` says it is too large, after that many bytes otherwise (chunked, or an
-/// HTTP/2 stream that declares no length). A body that has not arrived in full within
-/// [`BODY_READ_TIMEOUT`] gets 408.
+/// HTTP/2 stream that declares no length). A body that has not arrived in full by
+/// `deadline` ([`BODY_READ_TIMEOUT`] after the request's head) gets 408.
 /// Returns the request with its body buffered.
-async fn limit_body(mut req: Request) -> Result<Request, Response> {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+async fn limit_body(mut req: Request, deadline: Instant) -> Result<Request, Response> {
+    if declared_length(req.headers()).is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return Err(error::payload_too_large(MAX_BODY_BYTES));
     }
     let body = req.take_body();
@@ -244,8 +258,8 @@ async fn limit_body(mut req: Request) -> Result<Request, Response> {
     }
     // Boxed: the read's state is kilobytes, and a request without a body should not carry
     // it through every layer.
-    let read = Box::pin(tokio::time::timeout(
-        BODY_READ_TIMEOUT,
+    let read = Box::pin(tokio::time::timeout_at(
+        deadline.into(),
         body.into_bytes_limit(MAX_BODY_BYTES),
     ));
     match read.await {
@@ -261,4 +275,12 @@ async fn limit_body(mut req: Request) -> Result<Request, Response> {
             &AllowedMethods::default(),
         )),
     }
+}
+
+/// The body's length as its `Content-Length` declares it, if it does.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }

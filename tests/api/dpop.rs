@@ -13,7 +13,7 @@ use simple_oauth2::auth::{DpopHeader, DpopRequest};
 
 use crate::{
     helpers::{TestApp, say_skipped, spawn_app, spawn_app_with, status_and_json},
-    introspection::{add_client, introspect},
+    introspection::{add_client, introspect, introspection_seen},
     users_me::seen,
 };
 
@@ -958,4 +958,43 @@ both_backends! {
             "{described} {result}"
         );
     }
+}
+
+// Introspection of a bound token that names its client: the early answer (serde) and the
+// full path's (poem-openapi) write `cnf`, `client_id` and `amr` the same way, byte for byte.
+#[tokio::test]
+async fn an_introspection_of_a_bound_token_from_the_caches_is_the_same_as_from_the_database() {
+    let app = spawn_app().await;
+    let secret = add_client(&app, "billing");
+    let mobile_secret = add_client(&app, "mobile-app");
+    let key = DpopKey::es256();
+    let proof = key.proof("POST", &app.url("/token"), None);
+    let response = app
+        .post("/token")
+        .header("DPoP", &proof)
+        .form(&[
+            ("username", "johndoe"),
+            ("password", "secret"),
+            ("scope", "me items"),
+            ("client_id", "mobile-app"),
+            ("client_secret", &mobile_secret),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let (status, login) = status_and_json(response).await;
+    assert_eq!(status, 200, "{login}");
+    let token = login["access_token"].as_str().unwrap().to_owned();
+
+    let (from_cache, from_database) = app
+        .answers_from_cache_and_database(|| introspection_seen(&app, &secret, &token))
+        .await;
+
+    assert_eq!(from_cache, from_database);
+    let body: Value = serde_json::from_slice(&from_cache.2).unwrap();
+    assert_eq!(body["cnf"]["jkt"], key.thumbprint(), "{body}");
+    assert_eq!(
+        (&body["token_type"], &body["client_id"]),
+        (&json!("DPoP"), &json!("mobile-app"))
+    );
 }

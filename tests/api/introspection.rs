@@ -373,18 +373,19 @@ async fn introspection_after_outside_change(
 
 /// What a client can see of an introspection answer: status, the headers it reads, and
 /// the body's bytes.
-async fn introspection_seen(
+pub(crate) async fn introspection_seen(
     app: &TestApp,
     secret: &str,
     token: &str,
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let response = app
+    let request = app
         .post("/token/introspect")
         .basic_auth("billing", Some(secret))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
+        .form(&[("token", token)]);
+    response_seen(request.send().await.unwrap()).await
+}
+
+async fn response_seen(response: reqwest::Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let status = response.status().as_u16();
     let headers = ["content-type", "content-length", "cache-control", "pragma"]
         .iter()
@@ -620,4 +621,34 @@ async fn an_introspection_whose_body_stops_halfway_gets_408() {
     );
     // The connection's troubles are its own.
     assert_eq!(introspection_seen(&app, &secret, &token).await.0, 200);
+}
+
+// HTTP/2 (cleartext, as a resource server next to the service might speak it) is answered
+// from the caches too, with the bytes HTTP/1.1 gets.
+#[tokio::test]
+async fn an_introspection_over_http2_gets_the_same_answer_from_the_caches() {
+    let app = spawn_app().await;
+    let secret = add_client(&app, "billing");
+    let token = app.token_for("johndoe", "secret", "me items").await;
+    let http2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let (from_cache, _) = app
+        .answers_from_cache_and_database(|| introspection_seen(&app, &secret, &token))
+        .await;
+
+    let early = app.early_answers();
+    let response = http2
+        .post(app.url("/token/introspect"))
+        .basic_auth("billing", Some(&secret))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let over_http2 = response_seen(response).await;
+
+    assert_eq!(app.early_answers(), early + 1, "answered before the router");
+    assert_eq!(over_http2, from_cache);
 }

@@ -78,11 +78,12 @@ pub trait Shortcut: Send + Sync {
     /// if it has not arrived whole within [`SHORTCUT_BODY_WAIT`].
     fn wants_body(&self, request: &Parts) -> bool;
 
-    /// The answer, or `None` to pass the request on to the endpoint. `body`: all of it, or
-    /// empty for a request without one.
+    /// The answer, or `None` to pass the request on to the endpoint, with whatever
+    /// extensions it added to `request` (what it found, so the endpoint need not find it
+    /// again). `body`: all of it, or empty for a request without one.
     fn answer(
         &self,
-        request: &Parts,
+        request: &mut Parts,
         body: &[u8],
         remote: SocketAddr,
         arrived: Instant,
@@ -225,7 +226,7 @@ impl<E: Endpoint<Output = Response> + 'static> Connection<E> {
             hyper::service::service_fn(move |request: http::Request<Incoming>| {
                 let in_flight = activity.request_started();
                 let arrived = Instant::now();
-                let (parts, body) = request.into_parts();
+                let (mut parts, body) = request.into_parts();
                 // The endpoint is cloned only for a request that may go on to it.
                 let pass_on = || PassOn {
                     endpoint: endpoint.clone(),
@@ -234,7 +235,7 @@ impl<E: Endpoint<Output = Response> + 'static> Connection<E> {
                 };
                 let next = match &shortcut {
                     Some(shortcut) if body.is_end_stream() => {
-                        match shortcut.answer(&parts, &[], remote_addr, arrived) {
+                        match shortcut.answer(&mut parts, &[], remote_addr, arrived) {
                             Some(response) => Next::Answered(response),
                             None => Next::Endpoint(pass_on(), parts, body),
                         }
@@ -357,7 +358,7 @@ async fn answer_with_body<E: Endpoint<Output = Response>>(
     let body = match first {
         Ok(Some(Ok(frame))) => match frame.into_data() {
             Ok(data) if body.is_end_stream() => {
-                if let Some(response) = shortcut.answer(&parts, &data, remote, arrived) {
+                if let Some(response) = shortcut.answer(&mut parts, &data, remote, arrived) {
                     return response;
                 }
                 poem::Body::from(data)

@@ -1,5 +1,5 @@
 //! Prometheus metrics: logins, refreshes, bearer checks, revocations, introspections,
-//! second factors, password hashing, request durations, database errors, the token
+//! DPoP proofs, second factors, password hashing, request durations, database errors, the token
 //! cache and the answers made before the router, in the text exposition format, for the listener on `METRICS_ADDR` (never the
 //! public port).
 //!
@@ -56,6 +56,7 @@ pub struct Metrics {
     bearer_checks: Family<Outcome, Counter>,
     revocations: Family<Kind, Counter>,
     introspections: Family<Outcome, Counter>,
+    dpop_proofs: Family<Outcome, Counter>,
     second_factor: Family<Outcome, Counter>,
     requests: Family<Request, Histogram>,
     database_errors: Counter,
@@ -93,6 +94,7 @@ impl Default for Metrics {
             bearer_checks: Family::default(),
             revocations: Family::default(),
             introspections: Family::default(),
+            dpop_proofs: Family::default(),
             second_factor: Family::default(),
             requests: Family::new_with_constructor(request_duration_histogram),
             database_errors: Counter::default(),
@@ -133,6 +135,11 @@ impl Default for Metrics {
             "introspections",
             "Introspection requests, by outcome",
             metrics.introspections.clone(),
+        );
+        registry.register(
+            "dpop_proofs",
+            "DPoP proofs whose signature and claims were checked, by outcome",
+            metrics.dpop_proofs.clone(),
         );
         registry.register(
             "second_factor",
@@ -201,6 +208,11 @@ impl Metrics {
         self.introspections
             .get_or_create(&Outcome { outcome })
             .inc();
+    }
+
+    /// A DPoP proof checked: `accepted` or `refused`.
+    pub fn dpop_proof(&self, outcome: &'static str) {
+        self.dpop_proofs.get_or_create(&Outcome { outcome }).inc();
     }
 
     /// A second-factor check at login (`required`, `passed`, `incorrect_code`) or a

@@ -4,7 +4,7 @@
 
 use poem::{
     Request, RequestBody,
-    http::{HeaderMap, Method, Uri, header::AUTHORIZATION},
+    http::{Extensions, HeaderMap, Method, Uri, header::AUTHORIZATION},
 };
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ExtractParamOptions, OAuthScopes,
@@ -14,7 +14,7 @@ use poem_openapi::{
 use std::sync::Arc;
 
 use crate::{
-    auth::{AccessError, DpopHeader, DpopRequest, Outcome, TokenType},
+    auth::{AccessError, DpopHeader, DpopRequest, Outcome, ProofError, TokenType},
     error::AccessErrorResponse,
     metrics::Metrics,
     scope::Scope,
@@ -25,6 +25,12 @@ const SCHEME_NAME: &str = "OAuth2PasswordBearer";
 
 /// The `DPoP` header name (RFC 9449, section 4.1).
 const DPOP: &str = "dpop";
+
+/// A request's extension: its DPoP proof was refused, for this reason, by the early
+/// answer from the token cache, which then passed the request on (see
+/// [`DpopRequest::refused`]).
+#[derive(Clone, Debug)]
+pub struct RefusedProof(pub ProofError);
 
 /// The raw token of an `Authorization: Bearer <token>` or `Authorization: DPoP <token>`
 /// header; not yet checked.
@@ -86,7 +92,7 @@ impl BearerToken {
 
     /// Reads the token of a whole request, with its proof when it came as `DPoP`.
     fn from_request(req: &Request) -> Result<Self, AccessError> {
-        Self::from_parts(req.method(), req.uri(), req.headers())
+        Self::from_parts(req.method(), req.uri(), req.headers(), req.extensions())
     }
 
     /// As [`BearerToken::from_request`], from a request's parts.
@@ -94,6 +100,7 @@ impl BearerToken {
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
+        extensions: &Extensions,
     ) -> Result<Self, AccessError> {
         let mut token = Self::from_headers(headers)?;
         if token.scheme == TokenType::Dpop {
@@ -101,6 +108,9 @@ impl BearerToken {
                 header: dpop_header(headers),
                 method: method.as_str().to_owned(),
                 path: uri.path().to_owned(),
+                refused: extensions
+                    .get::<RefusedProof>()
+                    .map(|refused| refused.0.clone()),
             });
         }
         Ok(token)

@@ -127,7 +127,7 @@ impl Shortcut for Early {
 
     fn answer(
         &self,
-        request: &Parts,
+        request: &mut Parts,
         body: &[u8],
         remote: SocketAddr,
         arrived: Instant,

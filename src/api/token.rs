@@ -329,6 +329,7 @@ impl TokenApi {
             header: dpop_header(request.headers()),
             method: request.method().as_str().to_owned(),
             path: request.uri().path().to_owned(),
+            refused: None,
         };
         let mut issued = match grant(&form, request, dpop, &self.auth.grant_types()) {
             Ok(Grant::Password(request)) => self.auth.login(request, client).await?,

@@ -11,7 +11,11 @@ use serde::Serialize;
 
 use super::ApiTags;
 use crate::{
-    api::bearer::BearerToken, auth::Auth, error::AccessErrorResponse, scope::Scope, users::User,
+    api::bearer::{BearerToken, RefusedProof},
+    auth::{Auth, FromCache},
+    error::AccessErrorResponse,
+    scope::Scope,
+    users::User,
 };
 
 /// The route [`me_from_cache`] answers.
@@ -22,12 +26,18 @@ pub const ME: &str = "/users/me";
 /// the router, the OpenAPI layer and a JSON tree. `None` (a token the cache cannot vouch
 /// for, a proof that does not hold, any other request) takes the full path, whose handler
 /// is [`UsersApi::me`]; the bytes are the same either way.
-pub fn me_from_cache(auth: &Auth, request: &Parts) -> Option<Response> {
+pub fn me_from_cache(auth: &Auth, request: &mut Parts) -> Option<Response> {
     if request.method != Method::GET || request.uri.path() != ME {
         return None;
     }
-    let token = BearerToken::from_parts(&request.method, &request.uri, &request.headers).ok()?;
-    let body = auth.with_cached_user(token.as_str(), token.dpop(), |user| {
+    let token = BearerToken::from_parts(
+        &request.method,
+        &request.uri,
+        &request.headers,
+        &request.extensions,
+    )
+    .ok()?;
+    let answer = auth.with_cached_user(token.as_str(), token.dpop(), |user| {
         // Infallible (strings and a flag), and it must be: a DPoP proof accepted by now is
         // remembered, so the full path would refuse it as used before.
         serde_json::to_vec(&UserJson {
@@ -37,7 +47,17 @@ pub fn me_from_cache(auth: &Auth, request: &Parts) -> Option<Response> {
             disabled: user.disabled,
         })
         .expect("a user's strings and flag serialize")
-    })?;
+    });
+    let body = match answer {
+        FromCache::Answered(body) => body,
+        // The full path answers the refusal (its log line, its challenge) without
+        // checking the signature again.
+        FromCache::ProofRefused(refused) => {
+            request.extensions.insert(RefusedProof(refused));
+            return None;
+        }
+        FromCache::Unknown => return None,
+    };
     Some(
         Response::builder()
             .content_type("application/json; charset=utf-8")

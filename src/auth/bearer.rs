@@ -5,7 +5,7 @@ use std::{sync::Arc, time::SystemTime};
 
 use super::{
     AccessError, Auth,
-    dpop::{DpopRequest, TokenType},
+    dpop::{DpopRequest, ProofError, TokenType},
     token::{self, TokenDigest},
 };
 use crate::{
@@ -14,6 +14,29 @@ use crate::{
     store::{LiveToken, unix_millis},
     users,
 };
+
+/// What the token cache alone can say about a protected request
+/// ([`Auth::with_cached_user`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum FromCache<R> {
+    /// The answer.
+    Answered(R),
+    /// The token is live and bound to a key, and the request's proof is refused for this
+    /// reason: the full path refuses it too, and takes the reason in
+    /// [`DpopRequest::refused`] instead of checking the proof again.
+    ProofRefused(ProofError),
+    /// The cache cannot say.
+    Unknown,
+}
+
+impl<R> FromCache<R> {
+    pub fn answered(self) -> Option<R> {
+        match self {
+            Self::Answered(answer) => Some(answer),
+            _ => None,
+        }
+    }
+}
 
 impl Auth {
     /// The user holding access token `token`, if the token is live, carries `required`
@@ -35,33 +58,40 @@ impl Auth {
     /// Calls `answer` with the user behind access token `token` when the token cache
     /// alone can say: a token checked lately, of a user still active, with nothing
     /// changed since, sent as it must be (`dpop`: as for [`Auth::current_user`]); and
-    /// counts the check. `None`, not counted, means "ask [`Auth::current_user`]", which
-    /// answers every case. A bound token's proof is checked here, last: accepted, it is
-    /// remembered and the answer is certain; refused, it is remembered nowhere and the
-    /// full path refuses it for the same reason.
+    /// counts the check. A bound token's proof is checked here, last: accepted, it is
+    /// remembered and the answer is certain; refused, it is remembered nowhere, and the
+    /// reason is for the full path ([`FromCache::ProofRefused`]). Anything else is
+    /// [`FromCache::Unknown`], not counted: ask [`Auth::current_user`], which answers
+    /// every case.
     pub fn with_cached_user<R>(
         &self,
         token: &str,
         dpop: Option<&DpopRequest>,
         answer: impl FnOnce(&users::User) -> R,
-    ) -> Option<R> {
+    ) -> FromCache<R> {
         if !token::is_well_formed(token) {
-            return None;
+            return FromCache::Unknown;
         }
         let now = unix_millis(SystemTime::now());
-        let live = self.tokens.peek(&TokenDigest::of(token), now)?;
+        let Some(live) = self.tokens.peek(&TokenDigest::of(token), now) else {
+            return FromCache::Unknown;
+        };
         if live.user.disabled {
-            return None;
+            return FromCache::Unknown;
         }
         match (dpop, live.dpop_jkt.as_deref()) {
             (None, None) => {}
-            (Some(request), Some(bound)) => self.resource_proof(request, token, bound).ok()?,
+            (Some(request), Some(bound)) => {
+                if let Err(refused) = self.resource_proof(request, token, bound) {
+                    return FromCache::ProofRefused(refused);
+                }
+            }
             // A bound token sent as a bearer token, or the reverse: refused, by the full path.
-            _ => return None,
+            _ => return FromCache::Unknown,
         }
         self.tokens.hit();
         self.metrics.bearer_check("ok");
-        Some(answer(&live.user))
+        FromCache::Answered(answer(&live.user))
     }
 
     async fn check_access(

@@ -75,6 +75,10 @@ pub struct DpopRequest {
     pub method: String,
     /// The request's path, without the query (the issuer is put before it).
     pub path: String,
+    /// Why this very proof was refused moments ago, on this request, by the token
+    /// cache's early answer ([`Auth::with_cached_user`]): the full path gives that
+    /// answer instead of checking the signature a second time.
+    pub refused: Option<ProofError>,
 }
 
 /// Why a proof is refused; the message is the `error_description` a client sees.
@@ -161,13 +165,16 @@ impl Auth {
         token: &str,
         bound: &str,
     ) -> Result<(), ProofError> {
-        self.resource_proof(request, token, bound)
-            .inspect_err(log_refusal)
+        match &request.refused {
+            Some(refused) => Err(refused.clone()),
+            None => self.resource_proof(request, token, bound),
+        }
+        .inspect_err(log_refusal)
     }
 
     /// [`Auth::check_resource_proof`] without a word in the log: for the cache's fast
-    /// path, which leaves a refused proof to the full path (nothing refused is
-    /// remembered, so the full path finds the same fault).
+    /// path, which leaves a refused proof to the full path, with the reason (nothing
+    /// refused is remembered, so checking it again would find the same fault).
     pub(super) fn resource_proof(
         &self,
         request: &DpopRequest,
@@ -197,7 +204,13 @@ impl Auth {
             access_token,
             key,
         };
-        self.dpop.check(proof, &expected, SystemTime::now())
+        let checked = self.dpop.check(proof, &expected, SystemTime::now());
+        self.metrics.dpop_proof(if checked.is_ok() {
+            "accepted"
+        } else {
+            "refused"
+        });
+        checked
     }
 }
 

@@ -30,11 +30,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use self::{
-    cache::TokenCache, clients::ClientSecrets, dpop::ProofChecker, password::Hasher,
-    throttle::LoginThrottle,
-};
 pub use self::{
+    bearer::FromCache,
     dpop::{DpopHeader, DpopRequest, ProofError, TokenType},
     errors::{
         AccessError, ClientAuthError, FieldError, FieldErrorKind, IntrospectionError, LoginError,
@@ -44,6 +41,10 @@ pub use self::{
     login::{ClientCredentials, LoginRequest},
     refresh::RefreshRequest,
     second_factor::{Amr, Enrolment, SecondFactorError},
+};
+use self::{
+    cache::TokenCache, clients::ClientSecrets, dpop::ProofChecker, password::Hasher,
+    throttle::LoginThrottle,
 };
 use crate::{
     config::Settings,

@@ -9,7 +9,7 @@ use p256::ecdsa::signature::Signer as _;
 use reqwest::{RequestBuilder, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use simple_oauth2::auth::{DpopHeader, DpopRequest};
+use simple_oauth2::auth::{DpopHeader, DpopRequest, FromCache, ProofError};
 
 use crate::{
     helpers::{TestApp, say_skipped, spawn_app, spawn_app_with, status_and_json},
@@ -594,10 +594,12 @@ both_backends! {
             header: DpopHeader::Proof(proof.to_owned()),
             method: "GET".into(),
             path: "/users/me".into(),
+            refused: None,
         };
         let from_cache = |proof: &str| {
             app.auth
                 .with_cached_user(&token, Some(&request(proof)), |user| user.username.clone())
+                .answered()
         };
 
         let mut accepted = None;
@@ -618,14 +620,18 @@ both_backends! {
         }
         let accepted = accepted.expect("the cache never answered");
 
-        assert_eq!(from_cache(&accepted), None, "the same proof again");
+        let refused = |proof: &str| {
+            app.auth
+                .with_cached_user(&token, Some(&request(proof)), |user| user.username.clone())
+        };
+        assert_eq!(refused(&accepted), FromCache::ProofRefused(ProofError::Replayed));
         let of_another_key = DpopKey::es256().proof("GET", &url, Some(&token));
-        assert_eq!(from_cache(&of_another_key), None, "a proof of another key");
+        assert_eq!(refused(&of_another_key), FromCache::ProofRefused(ProofError::WrongKey));
         let for_items = key.proof("GET", &app.url("/users/me/items"), Some(&token));
-        assert_eq!(from_cache(&for_items), None, "a proof for another URL");
+        assert_eq!(refused(&for_items), FromCache::ProofRefused(ProofError::WrongUrl));
         assert_eq!(
             app.auth.with_cached_user(&token, None, |_| ()),
-            None,
+            FromCache::Unknown,
             "the bound token as a bearer token"
         );
         // And the next good proof is answered there again.
@@ -660,8 +666,14 @@ both_backends! {
             assert_proof_challenge(response, case).await;
         }
         for (case, _, proof) in bad_proofs(&key, "GET", &url, Some(&token)) {
+            let checked = app.counted("simple_oauth2_dpop_proofs_total", "");
             let response = dpop_get(&app, "/users/me", &token, Some(&proof)).send().await.unwrap();
             assert_proof_challenge(response, case).await;
+            // Refused once, by the early answer; the full path takes its reason.
+            assert!(
+                app.counted("simple_oauth2_dpop_proofs_total", "") - checked <= 1,
+                "{case}: the proof was checked twice"
+            );
         }
         let hits = app.auth.token_cache_stats().hits;
         assert_eq!(dpop_call(&app, &key, "/users/me", &token).await.status(), 200);

@@ -312,15 +312,20 @@ impl TestApp {
         )
     }
 
-    /// Requests answered from the caches before the router so far, on every route
-    /// (`simple_oauth2_early_answers_total`).
+    /// Requests answered from the caches before the router so far, on every route.
     pub fn early_answers(&self) -> u64 {
+        self.counted("simple_oauth2_early_answers_total", "")
+    }
+
+    /// The sum of a counter's series whose labels contain `labels` (`""`: all of them).
+    pub fn counted(&self, name: &str, labels: &str) -> u64 {
         self.auth
             .metrics()
             .encode()
             .lines()
-            .filter(|line| line.starts_with("simple_oauth2_early_answers_total{"))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .filter_map(|line| line.strip_prefix(name))
+            .filter(|rest| rest.starts_with(['{', ' ']) && rest.contains(labels))
+            .filter_map(|rest| rest.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     }
 

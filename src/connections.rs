@@ -19,16 +19,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use http::request::Parts;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
 use poem::{
-    Endpoint, RequestParts, Response,
+    Endpoint, Response,
     web::{LocalAddr, RemoteAddr},
 };
 use tokio::{
@@ -36,6 +33,11 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::{Semaphore, watch},
 };
+
+mod shortcut;
+
+pub use self::shortcut::{Arrived, Shortcut};
+use self::shortcut::{Next, PassOn};
 
 /// A client gets this long to send a request's headers, and a kept-alive HTTP/1.1
 /// connection may wait this long for its next request.
@@ -59,36 +61,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// HTTP/2 requests one connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 100;
-
-/// How long a body a [`Shortcut`] asked for may take to arrive here in full; one that takes
-/// longer goes on to the endpoint, whose body deadline counts from [`Arrived`] too.
-const SHORTCUT_BODY_WAIT: Duration = Duration::from_millis(100);
-
-/// When a request's head had been read: its answer's duration and its body's deadline
-/// count from here. Every request the endpoint gets carries it as an extension.
-#[derive(Clone, Copy, Debug)]
-pub struct Arrived(pub Instant);
-
-/// Answers some requests before they become poem requests: the router, the OpenAPI layer
-/// and their buffers cost more than the answer itself on the busiest routes.
-pub trait Shortcut: Send + Sync {
-    /// Whether [`Shortcut::answer`] wants this request's body (the request has one); it
-    /// must say yes only to a body whose declared `Content-Length` is small, since the
-    /// body is then read here first. It goes on to the endpoint, with its body as sent,
-    /// if it has not arrived whole within [`SHORTCUT_BODY_WAIT`].
-    fn wants_body(&self, request: &Parts) -> bool;
-
-    /// The answer, or `None` to pass the request on to the endpoint, with whatever
-    /// extensions it added to `request` (what it found, so the endpoint need not find it
-    /// again). `body`: all of it, or empty for a request without one.
-    fn answer(
-        &self,
-        request: &mut Parts,
-        body: &[u8],
-        remote: SocketAddr,
-        arrived: Instant,
-    ) -> Option<Response>;
-}
 
 /// Raises the soft limit on open descriptors to the hard limit, and returns how many
 /// connections may be open at once within it.
@@ -226,51 +198,16 @@ impl<E: Endpoint<Output = Response> + 'static> Connection<E> {
             hyper::service::service_fn(move |request: http::Request<Incoming>| {
                 let in_flight = activity.request_started();
                 let arrived = Instant::now();
-                let (mut parts, body) = request.into_parts();
-                // The endpoint is cloned only for a request that may go on to it.
-                let pass_on = || PassOn {
-                    endpoint: endpoint.clone(),
-                    local: local.clone(),
-                    remote: remote.clone(),
-                };
-                let next = match &shortcut {
-                    Some(shortcut) if body.is_end_stream() => {
-                        match shortcut.answer(&mut parts, &[], remote_addr, arrived) {
-                            Some(response) => Next::Answered(response),
-                            None => Next::Endpoint(pass_on(), parts, body),
-                        }
+                let next = Next::of(shortcut.as_ref(), request, remote_addr, arrived, || {
+                    PassOn {
+                        endpoint: endpoint.clone(),
+                        local: local.clone(),
+                        remote: remote.clone(),
+                        arrived,
                     }
-                    Some(shortcut) if shortcut.wants_body(&parts) => {
-                        Next::ReadBody(pass_on(), shortcut.clone(), parts, body)
-                    }
-                    _ => Next::Endpoint(pass_on(), parts, body),
-                };
+                });
                 async move {
-                    let response = match next {
-                        Next::Answered(response) => response,
-                        Next::Endpoint(pass_on, mut parts, body) => {
-                            parts.extensions.insert(Arrived(arrived));
-                            let request = poem::Request::from((
-                                http::Request::from_parts(parts, body),
-                                pass_on.local.clone(),
-                                pass_on.remote.clone(),
-                                http::uri::Scheme::HTTP,
-                            ));
-                            pass_on.call(request).await
-                        }
-                        Next::ReadBody(pass_on, shortcut, parts, body) => {
-                            // Boxed like the endpoint's future, for the same reason.
-                            Box::pin(answer_with_body(
-                                shortcut.as_ref(),
-                                parts,
-                                body,
-                                remote_addr,
-                                arrived,
-                                pass_on,
-                            ))
-                            .await
-                        }
-                    };
+                    let response = next.respond().await;
                     drop(in_flight);
                     Ok::<_, Infallible>(hyper::Response::from(response))
                 }
@@ -314,94 +251,6 @@ impl<E: Endpoint<Output = Response> + 'static> Connection<E> {
             }
         }
     }
-}
-
-/// What becomes of a request once its head is read.
-enum Next<E> {
-    Answered(Response),
-    Endpoint(PassOn<E>, Parts, Incoming),
-    /// The shortcut wants the body before it can answer.
-    ReadBody(PassOn<E>, Arc<dyn Shortcut>, Parts, Incoming),
-}
-
-/// The endpoint, for a request the shortcut does not answer.
-struct PassOn<E> {
-    endpoint: Arc<E>,
-    local: LocalAddr,
-    remote: RemoteAddr,
-}
-
-impl<E: Endpoint<Output = Response>> PassOn<E> {
-    async fn call(self, request: poem::Request) -> Response {
-        // Boxed: the endpoint's state is kilobytes, which hyper would otherwise move
-        // around with every poll.
-        Box::pin(self.endpoint.get_response(request)).await
-    }
-}
-
-/// Reads the body the shortcut asked for and asks it again; a request it does not answer
-/// goes on to the endpoint with its body as the client sent it: all of it when it arrived
-/// in time, else what arrived followed by the rest, still to be read.
-async fn answer_with_body<E: Endpoint<Output = Response>>(
-    shortcut: &dyn Shortcut,
-    mut parts: Parts,
-    mut body: Incoming,
-    remote: SocketAddr,
-    arrived: Instant,
-    pass_on: PassOn<E>,
-) -> Response {
-    let first = tokio::time::timeout(
-        SHORTCUT_BODY_WAIT,
-        std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)),
-    )
-    .await;
-    let body = match first {
-        Ok(Some(Ok(frame))) => match frame.into_data() {
-            Ok(data) if body.is_end_stream() => {
-                if let Some(response) = shortcut.answer(&mut parts, &data, remote, arrived) {
-                    return response;
-                }
-                poem::Body::from(data)
-            }
-            Ok(data) => poem::Body::from_bytes_stream(
-                futures_util::stream::iter([Ok(data)]).chain(rest_of(body)),
-            ),
-            // Trailers before any data: the endpoint reads only data frames anyway.
-            Err(_trailers) => poem::Body::from_bytes_stream(rest_of(body)),
-        },
-        Ok(Some(Err(err))) => {
-            poem::Body::from_bytes_stream(futures_util::stream::iter([Err::<Bytes, _>(
-                io::Error::other(err),
-            )]))
-        }
-        Ok(None) => poem::Body::empty(),
-        // Still on its way: nothing was taken from it.
-        Err(_elapsed) => poem::Body::from_bytes_stream(rest_of(body)),
-    };
-    parts.extensions.insert(Arrived(arrived));
-    let parts = RequestParts::from((
-        parts,
-        pass_on.local.clone(),
-        pass_on.remote.clone(),
-        http::uri::Scheme::HTTP,
-    ));
-    pass_on.call(poem::Request::from_parts(parts, body)).await
-}
-
-/// The data frames still to come of a body.
-fn rest_of(mut body: Incoming) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    futures_util::stream::poll_fn(move |cx| {
-        loop {
-            return match std::task::ready!(Pin::new(&mut body).poll_frame(cx)) {
-                None => Poll::Ready(None),
-                Some(Err(err)) => Poll::Ready(Some(Err(io::Error::other(err)))),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => Poll::Ready(Some(Ok(data))),
-                    Err(_trailers) => continue,
-                },
-            };
-        }
-    })
 }
 
 /// When a connection last moved bytes, and how many of its requests are being handled.

@@ -138,7 +138,7 @@ impl Default for Metrics {
         );
         registry.register(
             "dpop_proofs",
-            "DPoP proofs whose signature and claims were checked, by outcome",
+            "DPoP proofs checked, by outcome",
             metrics.dpop_proofs.clone(),
         );
         registry.register(

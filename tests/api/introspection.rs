@@ -520,6 +520,41 @@ both_backends! {
     }
 }
 
+/// Writes `pieces` to a new connection to the app, waiting `pause` before each, and
+/// returns everything the server sent until it closed (at most 20 s).
+async fn over_raw_connection(app: &TestApp, pieces: &[&[u8]], pause: Duration) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let address = app.address.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    for piece in pieces {
+        tokio::time::sleep(pause).await;
+        socket.write_all(piece).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 20 s")
+        .unwrap();
+    answer
+}
+
+/// The head of a `POST /token/introspect` with a form of `length` bytes, and HTTP Basic
+/// credentials when given.
+fn introspection_head(basic: Option<(&str, &str)>, length: usize) -> String {
+    use base64::Engine;
+
+    let authorization = basic.map_or_else(String::new, |(id, secret)| {
+        let pair = format!("{id}:{secret}");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(pair.as_bytes());
+        format!("Authorization: Basic {encoded}\r\n")
+    });
+    format!(
+        "POST /token/introspect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{authorization}\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
 /// `POST /token/introspect` over a raw connection, its body in `pieces` with `pause`
 /// between them; returns the status line and the body of the answer.
 async fn introspect_in_pieces(
@@ -529,31 +564,11 @@ async fn introspect_in_pieces(
     pieces: usize,
     pause: Duration,
 ) -> (String, Vec<u8>) {
-    use base64::Engine;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let form = format!("token={token}");
-    let basic =
-        base64::engine::general_purpose::STANDARD.encode(format!("billing:{secret}").as_bytes());
-    let head = format!(
-        "POST /token/introspect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Authorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\n\r\n",
-        form.len()
-    );
-    let address = app.address.trim_start_matches("http://");
-    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
-    socket.write_all(head.as_bytes()).await.unwrap();
-    let size = form.len().div_ceil(pieces);
-    for piece in form.as_bytes().chunks(size) {
-        tokio::time::sleep(pause).await;
-        socket.write_all(piece).await.unwrap();
-    }
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), socket.read_to_end(&mut answer))
-        .await
-        .expect("an answer within 15 s")
-        .unwrap();
+    let head = introspection_head(Some(("billing", secret)), form.len());
+    let mut sent = vec![head.as_bytes()];
+    sent.extend(form.as_bytes().chunks(form.len().div_ceil(pieces)));
+    let answer = over_raw_connection(app, &sent, pause).await;
     let split = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -590,28 +605,19 @@ async fn an_introspection_whose_body_comes_late_or_in_pieces_gets_the_same_answe
 
 #[tokio::test]
 async fn an_introspection_whose_body_stops_halfway_gets_408() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let app = spawn_app().await;
     let secret = add_client(&app, "billing");
     let token = app.token_for("johndoe", "secret", "").await;
     introspection_seen(&app, &secret, &token).await;
-    let address = app.address.trim_start_matches("http://");
-    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
     let form = format!("token={token}");
-    let head = format!(
-        "POST /token/introspect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{}",
-        form.len(),
-        &form[..10]
-    );
-    socket.write_all(head.as_bytes()).await.unwrap();
+    let head = introspection_head(None, form.len());
     let started = std::time::Instant::now();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut answer))
-        .await
-        .expect("an answer within 20 s")
-        .unwrap();
+    let answer = over_raw_connection(
+        &app,
+        &[head.as_bytes(), &form.as_bytes()[..10]],
+        Duration::ZERO,
+    )
+    .await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     let waited = started.elapsed();

@@ -54,16 +54,17 @@ impl Changes {
     /// The current generation, when earlier reads can be trusted; `None` while a
     /// change may have happened that has not been counted yet.
     pub fn generation(&self) -> Option<u64> {
-        let generation = self.generation.load(Ordering::Acquire);
         let news = self.news.load(Ordering::Acquire);
         if self.settled.load(Ordering::Acquire) != news {
             return None;
         }
-        // News the kernel already holds but the watcher has not read yet counts too.
+        // News the watcher has not read yet (a commit it has not seen) counts too.
         if self.probe.get().is_some_and(|pending| pending()) {
             return None;
         }
-        Some(generation)
+        // Read last: a watcher moves the generation before it settles the news it read,
+        // so a settled state seen above comes with the generation it left.
+        Some(self.generation.load(Ordering::Acquire))
     }
 
     /// Installs the check for news not yet picked up (once; later calls are ignored).

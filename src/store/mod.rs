@@ -16,6 +16,7 @@ mod throttle;
 mod tokens;
 mod totp;
 mod users;
+mod wal_index;
 
 use std::{
     fmt,

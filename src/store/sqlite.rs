@@ -6,7 +6,7 @@ use std::{
     str::FromStr,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -20,7 +20,7 @@ use sqlx::{
 
 use tokio::sync::Notify;
 
-use super::{ConnectError, changes::Changes};
+use super::{ConnectError, changes::Changes, wal_index::WalIndex};
 
 /// The migrations in `./migrations`, compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -253,13 +253,15 @@ fn database_folder(pool: &SqlitePool) -> Option<PathBuf> {
 }
 
 /// Reads the change counter (bumped by triggers on every revocation and user change,
-/// whoever commits it) whenever a file in the database's folder is written, and moves
-/// `changes` on when it has moved.
+/// whoever commits it) whenever something may have been committed, and moves `changes`
+/// on when it has moved.
 ///
-/// Exact: a write queues its file event before it returns, and every cache lookup asks
-/// the kernel whether events are queued, so a change counts from the first request after
-/// its commit. A thread of its own reads the events; the query that settles them runs
-/// here.
+/// Exact: every cache lookup compares SQLite's record of the last commit (see
+/// [`WalIndex`]) with the one this watcher last read the counter after, so a change
+/// counts from the first request after its commit; a lookup that finds them apart wakes
+/// the watcher. Where that record cannot be read, file events in the database's folder
+/// take its place: a thread of its own reads them, and every lookup asks the kernel
+/// whether some are queued.
 pub fn watch_changes(
     reader: SqlitePool,
     pool: SqlitePool,
@@ -268,22 +270,40 @@ pub fn watch_changes(
     let wake = Arc::new(Notify::new());
     let running = Arc::new(AtomicBool::new(true));
     let folder = database_folder(&pool);
-    if let Some(folder) = &folder
-        && let Err(err) = watch_folder(folder, changes.clone(), wake.clone(), running.clone())
-    {
-        tracing::warn!(
-            error = %err,
-            "cannot watch the database folder; changes made by other processes count within {RECHECK:?}"
-        );
-    }
-    // `pool` is the writer: the check takes the write lock, so it waits its turn among
-    // this process's writers instead of in SQLite's busy handler.
+    let checkpointer = reader.clone();
     let watch = async move {
-        let _stop = StopOnDrop(running);
+        let _stop = StopOnDrop(running.clone());
+        let index = match &folder {
+            Some(_) => open_index(&reader).await,
+            None => None,
+        };
+        let read_at = Arc::new(AtomicU64::new(0));
+        if let Some(index) = &index {
+            let (index, read_at, wake) = (index.clone(), read_at.clone(), wake.clone());
+            changes.set_probe(move || {
+                let committed_since = index.fingerprint() != read_at.load(Ordering::Acquire);
+                if committed_since {
+                    wake.notify_one();
+                }
+                committed_since
+            });
+        } else if let Some(folder) = &folder
+            && let Err(err) = watch_folder(folder, changes.clone(), wake.clone(), running)
+        {
+            tracing::warn!(
+                error = %err,
+                "cannot watch the database folder; changes made by other processes count within {RECHECK:?}"
+            );
+        }
         let mut last = None;
         loop {
             let seen = changes.news_seen();
-            let read = check(&pool, &changes, &mut last).await;
+            let read = match &index {
+                Some(index) => {
+                    read_after_commits(index, &reader, &changes, &read_at, &mut last).await
+                }
+                None => check(&pool, &changes, &mut last).await,
+            };
             if read {
                 changes.settle(seen);
             }
@@ -303,7 +323,7 @@ pub fn watch_changes(
             tokio::time::sleep(CHECKPOINT_EVERY).await;
             // Passive: it copies what no reader still needs and waits for nobody.
             if let Err(err) = sqlx::query("pragma wal_checkpoint(passive)")
-                .execute(&reader)
+                .execute(&checkpointer)
                 .await
             {
                 tracing::debug!(error = %err, "checkpoint failed; trying again later");
@@ -313,6 +333,54 @@ pub fn watch_changes(
     tokio::spawn(async move {
         tokio::join!(watch, checkpoint);
     })
+}
+
+/// The WAL index of the database `reader` reads, or `None` (said at debug: file events
+/// then take its place) where it cannot be mapped.
+async fn open_index(reader: &SqlitePool) -> Option<Arc<WalIndex>> {
+    match WalIndex::open(reader).await {
+        Ok(index) => Some(Arc::new(index)),
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot read the WAL index; watching file events instead");
+            None
+        }
+    }
+}
+
+/// Reads the counter when something was committed since it was last read, bumps
+/// `changes` when it moved, and records which commit it was read after; `true` when it
+/// could be read.
+///
+/// The commit is noted before the read, so the read sees it or a later one: a lookup
+/// that finds the same commit can trust the generation the read left.
+async fn read_after_commits(
+    index: &WalIndex,
+    reader: &SqlitePool,
+    changes: &Changes,
+    read_at: &AtomicU64,
+    last: &mut Option<i64>,
+) -> bool {
+    let at = index.fingerprint();
+    if last.is_some() && at == read_at.load(Ordering::Acquire) {
+        return true;
+    }
+    let value = sqlx::query_scalar::<_, i64>("select value from change_counter where id = 1")
+        .fetch_one(reader)
+        .await;
+    match value {
+        Ok(value) => {
+            if last.is_some_and(|last| last != value) {
+                changes.bump();
+            }
+            *last = Some(value);
+            read_at.store(at, Ordering::Release);
+            true
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot read the change counter");
+            false
+        }
+    }
 }
 
 /// The pool this process writes through: one connection, so that writers queue for it

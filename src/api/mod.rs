@@ -14,7 +14,7 @@ mod users;
 
 use std::{
     net::SocketAddr,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -28,7 +28,7 @@ use poem::{
     },
 };
 use poem_openapi::{OpenApiService, Tags};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 
 pub use self::cors::Cors;
 use crate::{
@@ -106,8 +106,8 @@ pub fn app(auth: Arc<Auth>, cors: Arc<Cors>) -> impl Endpoint<Output = Response>
 pub fn shortcut(auth: Arc<Auth>, cors: Arc<Cors>) -> Arc<dyn Shortcut> {
     let metrics = auth.metrics();
     Arc::new(Early {
-        me_answers: metrics.early_answers(users::ME),
-        introspect_answers: metrics.early_answers(introspect::INTROSPECT),
+        me: EarlyRoute::new(metrics, users::ME),
+        introspect: EarlyRoute::new(metrics, introspect::INTROSPECT),
         auth,
         cors,
     })
@@ -116,8 +116,27 @@ pub fn shortcut(auth: Arc<Auth>, cors: Arc<Cors>) -> Arc<dyn Shortcut> {
 struct Early {
     auth: Arc<Auth>,
     cors: Arc<Cors>,
-    me_answers: Counter,
-    introspect_answers: Counter,
+    me: EarlyRoute,
+    introspect: EarlyRoute,
+}
+
+/// What an early answer of one route counts: a handle for each, so that counting costs
+/// no label lookup.
+struct EarlyRoute {
+    route: &'static str,
+    answers: Counter,
+    /// Durations of its 200s, made on first use (as every other series).
+    durations: OnceLock<Histogram>,
+}
+
+impl EarlyRoute {
+    fn new(metrics: &Metrics, route: &'static str) -> Self {
+        Self {
+            route,
+            answers: metrics.early_answers(route),
+            durations: OnceLock::new(),
+        }
+    }
 }
 
 impl Shortcut for Early {
@@ -132,23 +151,29 @@ impl Shortcut for Early {
         remote: SocketAddr,
         arrived: Instant,
     ) -> Option<Response> {
-        let (route, answered, mut response) = if introspect::may_answer_early(request) {
+        let (early, mut response) = if introspect::may_answer_early(request) {
             let answer = introspect::introspect_from_cache(&self.auth, request, body, remote.ip());
-            (introspect::INTROSPECT, &self.introspect_answers, answer?)
+            (&self.introspect, answer?)
         } else {
-            let answer = users::me_from_cache(&self.auth, request);
-            (users::ME, &self.me_answers, answer?)
+            (&self.me, users::me_from_cache(&self.auth, request)?)
         };
-        answered.inc();
+        early.answers.inc();
         self.cors
             .apply(&mut response, self.cors.allowed_origin(&request.headers));
-        Some(finish(
+        let metrics = self.auth.metrics();
+        let method = method_label(&request.method);
+        Some(finish_with(
             response,
-            route,
             &request.method,
             request.uri.path(),
             arrived,
-            self.auth.metrics(),
+            |status, seconds| match status {
+                200 => early
+                    .durations
+                    .get_or_init(|| metrics.request_durations(early.route, method, status))
+                    .observe(seconds),
+                _ => metrics.request(early.route, method, status, seconds),
+            },
         ))
     }
 }
@@ -216,19 +241,33 @@ async fn around_request<E: Endpoint>(
 /// What every answer gets, however it was made: `nosniff`, its place in the metrics and
 /// its log line.
 fn finish(
-    mut response: Response,
+    response: Response,
     route: &'static str,
     method: &Method,
     path: &str,
     started: Instant,
     metrics: &Metrics,
 ) -> Response {
+    let label = method_label(method);
+    finish_with(response, method, path, started, |status, seconds| {
+        metrics.request(route, label, status, seconds);
+    })
+}
+
+/// [`finish`], with the duration recorded by `record` (status, seconds).
+fn finish_with(
+    mut response: Response,
+    method: &Method,
+    path: &str,
+    started: Instant,
+    record: impl FnOnce(u16, f64),
+) -> Response {
     response
         .headers_mut()
         .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    metrics.request(route, method_label(method), status, elapsed.as_secs_f64());
+    record(status, elapsed.as_secs_f64());
     // At debug, as tower-http's TraceLayer does by default: a line per request written
     // synchronously cost a third of the throughput at the default level. Audit events
     // and errors stay at info and above.

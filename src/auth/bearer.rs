@@ -90,7 +90,7 @@ impl Auth {
             _ => return FromCache::Unknown,
         }
         self.tokens.hit();
-        self.metrics.bearer_check("ok");
+        self.metrics.bearer_check_ok();
         FromCache::Answered(answer(&live.user))
     }
 

@@ -8,14 +8,13 @@
 //! in any case.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::token::TokenDigest;
+use super::token::{DigestMap, TokenDigest};
 use crate::{
     metrics::Metrics,
     store::{Changes, LiveToken},
@@ -41,7 +40,7 @@ impl Entry {
 }
 
 pub struct TokenCache {
-    entries: Mutex<HashMap<TokenDigest, Entry>>,
+    entries: Mutex<DigestMap<Entry>>,
     changes: Arc<Changes>,
     hits: Counter,
     misses: Counter,
@@ -76,7 +75,7 @@ impl TokenCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TokenDigest, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DigestMap<Entry>> {
         // Entries are replaced whole; a panic elsewhere cannot leave one half-written.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }

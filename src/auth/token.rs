@@ -1,6 +1,11 @@
 //! Opaque tokens (access and refresh): generated from the OS CSPRNG, known to the
 //! service only as SHA-256 digests.
 
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hash, Hasher},
+};
+
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 
@@ -9,8 +14,44 @@ const TOKEN_BYTES: usize = 32;
 const TOKEN_LEN: usize = 43;
 
 /// SHA-256 of a token: all the database (and the cache) ever holds of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenDigest([u8; 32]);
+
+/// Eight bytes of a SHA-256 digest are as even a hash as any hasher would make of all
+/// 32, and nobody can choose them: a map keyed by digests ([`DigestMap`]) takes them as
+/// they are.
+impl Hash for TokenDigest {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (first, _) = self
+            .0
+            .split_first_chunk::<8>()
+            .expect("a digest has 32 bytes");
+        state.write_u64(u64::from_ne_bytes(*first));
+    }
+}
+
+/// A map keyed by token digests, hashed by [`DigestHasher`].
+pub type DigestMap<V> = HashMap<TokenDigest, V, BuildHasherDefault<DigestHasher>>;
+
+/// Passes on the eight bytes [`TokenDigest`] hashes by; anything else is folded in.
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+}
 
 impl TokenDigest {
     pub fn of(token: &str) -> Self {

@@ -287,8 +287,12 @@ pub fn watch_changes(
                 }
                 committed_since
             });
-        } else if let Some(folder) = &folder
-            && let Err(err) = watch_folder(folder, changes.clone(), wake.clone(), running)
+        }
+        // File events wake the watcher as soon as a commit is written, before a lookup
+        // finds it; without the index they are also the check itself.
+        let news = index.is_none().then(|| changes.clone());
+        if let Some(folder) = &folder
+            && let Err(err) = watch_folder(folder, news, wake.clone(), running)
         {
             tracing::warn!(
                 error = %err,
@@ -477,12 +481,14 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Starts a thread that reports every write in `folder` as news, until `running` is
-/// false (it looks twice a second).
+/// Starts a thread that wakes the watcher on every write in `folder`, until `running` is
+/// false (it looks twice a second). With `news`, every write is also news, and every
+/// cache lookup asks the kernel whether events are queued: the exact check where the WAL
+/// index cannot be read.
 #[cfg(target_os = "linux")]
 fn watch_folder(
     folder: &Path,
-    changes: Arc<Changes>,
+    news: Option<Arc<Changes>>,
     wake: Arc<Notify>,
     running: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
@@ -500,10 +506,10 @@ fn watch_folder(
             | WatchMask::MOVED_TO,
     )?;
     let inotify = Arc::new(inotify);
-    changes.set_probe({
+    if let Some(changes) = &news {
         let inotify = inotify.clone();
-        move || readable(inotify.as_raw_fd(), 0)
-    });
+        changes.set_probe(move || readable(inotify.as_raw_fd(), 0));
+    }
     std::thread::Builder::new()
         .name("sqlite-changes".into())
         .spawn(move || {
@@ -513,7 +519,9 @@ fn watch_folder(
                 if !readable(fd, 500) {
                     continue;
                 }
-                changes.news();
+                if let Some(changes) = &news {
+                    changes.news();
+                }
                 // The descriptor is non-blocking: read until nothing is left.
                 // SAFETY: reads into a buffer of the length given, from a descriptor the
                 // Arc keeps open.
@@ -539,7 +547,7 @@ fn readable(fd: std::os::fd::RawFd, timeout_ms: libc::c_int) -> bool {
 #[cfg(not(target_os = "linux"))]
 fn watch_folder(
     _folder: &Path,
-    _changes: Arc<Changes>,
+    _news: Option<Arc<Changes>>,
     _wake: Arc<Notify>,
     _running: Arc<AtomicBool>,
 ) -> std::io::Result<()> {

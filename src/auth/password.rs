@@ -2,15 +2,18 @@
 
 use std::{
     sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     thread::available_parallelism,
 };
 
 use argon2::{
-    Algorithm, Argon2, Params, Version,
-    password_hash::{PasswordHasher as _, PasswordVerifier as _, phc::PasswordHash},
+    Algorithm, Argon2, Block, Params, Version,
+    password_hash::{
+        PasswordHasher as _,
+        phc::{Output, PasswordHash},
+    },
 };
 use prometheus_client::metrics::gauge::Gauge;
 use secrecy::{ExposeSecret, SecretString};
@@ -42,14 +45,24 @@ pub fn hash_password(password: &SecretString) -> String {
         .to_string()
 }
 
-/// Checks `password` against a stored PHC string. With no stored hash, or one that does
-/// not parse, the dummy is checked instead, for the same work, and nothing can match:
-/// whoever knew the dummy's plain text must not log in as a user whose hash is corrupt.
-fn verify_password(password: &SecretString, stored: Option<&str>) -> Verdict {
-    verify_or_waste_time(password, stored, DUMMY_HASH)
+/// Checks `password` against a stored PHC string, in `memory` (grown as needed). With no
+/// stored hash, or one that does not parse, the dummy is checked instead, for the same
+/// work, and nothing can match: whoever knew the dummy's plain text must not log in as a
+/// user whose hash is corrupt.
+fn verify_password(
+    password: &SecretString,
+    stored: Option<&str>,
+    memory: &mut Vec<Block>,
+) -> Verdict {
+    verify_or_waste_time(password, stored, DUMMY_HASH, memory)
 }
 
-fn verify_or_waste_time(password: &SecretString, stored: Option<&str>, dummy: &str) -> Verdict {
+fn verify_or_waste_time(
+    password: &SecretString,
+    stored: Option<&str>,
+    dummy: &str,
+    memory: &mut Vec<Block>,
+) -> Verdict {
     let parsed = stored.and_then(|stored| {
         let parsed = PasswordHash::new(stored).ok();
         if parsed.is_none() {
@@ -59,17 +72,52 @@ fn verify_or_waste_time(password: &SecretString, stored: Option<&str>, dummy: &s
     });
     let Some(phc) = parsed else {
         let dummy = PasswordHash::new(dummy).expect("the dummy hash is a valid PHC string");
-        let _ = Argon2::default().verify_password(password.expose_secret().as_bytes(), &dummy);
+        let _ = matches(password, &dummy, memory);
         return Verdict::Mismatch;
     };
-    let matches = Argon2::default()
-        .verify_password(password.expose_secret().as_bytes(), &phc)
-        .is_ok();
-    if !matches {
+    if !matches(password, &phc, memory) {
         return Verdict::Mismatch;
     }
     let rehashed = is_weaker_than_default(&phc).then(|| hash_password(password));
     Verdict::Match { rehashed }
+}
+
+/// What argon2's `verify_password` does (the PHC string's algorithm, version, costs and
+/// salt; the outputs compared in constant time by `Output`), with the working memory
+/// passed in instead of allocated per call.
+fn matches(password: &SecretString, phc: &PasswordHash, memory: &mut Vec<Block>) -> bool {
+    let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(phc.algorithm.as_str()) else {
+        return false;
+    };
+    let Ok(version) = phc
+        .version
+        .map_or(Ok(Version::default()), Version::try_from)
+    else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(phc) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut buffer = [0u8; Output::MAX_LENGTH];
+    let Some(out) = buffer.get_mut(..expected.len()) else {
+        return false;
+    };
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(
+            password.expose_secret().as_bytes(),
+            salt.as_ref(),
+            out,
+            &mut memory[..blocks],
+        )
+        .is_ok()
+        && Output::new(out).is_ok_and(|computed| computed == *expected)
 }
 
 /// OWASP: move old hashes to today's algorithm and costs at the next successful login.
@@ -90,8 +138,33 @@ fn is_weaker_than_default(phc: &PasswordHash) -> bool {
 pub struct Hasher {
     permits: Arc<Semaphore>,
     jobs: Arc<AtomicU64>,
+    memory: Arc<Memory>,
     in_flight: Gauge,
     waiting: Gauge,
+}
+
+/// argon2's working memory (19 MiB at today's costs), handed from one job to the next
+/// while logins keep coming, and given back to the allocator when none runs. A fresh
+/// allocation per job cost page faults, zeroing and unmapping: a third of the machine's
+/// CPU, in the kernel, during a login flood.
+#[derive(Default)]
+struct Memory {
+    spare: Mutex<Vec<Vec<Block>>>,
+    jobs_holding: AtomicUsize,
+}
+
+impl Memory {
+    fn take(&self) -> Vec<Block> {
+        self.lock().pop().unwrap_or_default()
+    }
+
+    fn give_back(&self, memory: Vec<Block>) {
+        self.lock().push(memory);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Block>>> {
+        self.spare.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Counted as waiting for a slot while it lives (a client that hangs up stops waiting).
@@ -110,6 +183,7 @@ impl Hasher {
         Self {
             permits: Arc::new(Semaphore::new(cores)),
             jobs: Arc::default(),
+            memory: Arc::default(),
             in_flight: metrics.hashing_in_flight.clone(),
             waiting: metrics.hashing_waiting.clone(),
         }
@@ -127,9 +201,11 @@ impl Hasher {
             .expect("the hashing semaphore is never closed");
         drop(waiting);
         self.in_flight.inc();
+        self.memory.jobs_holding.fetch_add(1, Ordering::AcqRel);
         HashSlot {
             _permit: permit,
             jobs: self.jobs.clone(),
+            memory: self.memory.clone(),
             in_flight: self.in_flight.clone(),
         }
     }
@@ -162,12 +238,17 @@ fn yield_to_requests() {
 pub struct HashSlot {
     _permit: OwnedSemaphorePermit,
     jobs: Arc<AtomicU64>,
+    memory: Arc<Memory>,
     in_flight: Gauge,
 }
 
 impl Drop for HashSlot {
     fn drop(&mut self) {
         self.in_flight.dec();
+        // The last slot out frees the spare memory: a service between logins holds none.
+        if self.memory.jobs_holding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.memory.lock().clear();
+        }
     }
 }
 
@@ -178,9 +259,12 @@ impl HashSlot {
         let job = tokio::task::spawn_blocking(move || {
             // Held by the job itself: a client that hangs up does not free the slot
             // while argon2 still runs.
-            let _slot = self;
+            let slot = self;
             yield_to_requests();
-            verify_password(&password, stored.as_deref())
+            let mut memory = slot.memory.take();
+            let verdict = verify_password(&password, stored.as_deref(), &mut memory);
+            slot.memory.give_back(memory);
+            verdict
         });
         // A panic inside argon2 (it has none on valid input) counts as a mismatch.
         job.await.unwrap_or(Verdict::Mismatch)
@@ -200,19 +284,63 @@ mod tests {
         let phc = hash_password(&secret("hunter2"));
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert!(matches!(
-            verify_password(&secret("hunter2"), Some(&phc)),
+            verify_password(&secret("hunter2"), Some(&phc), &mut Vec::new()),
             Verdict::Match { rehashed: None }
         ));
         assert!(matches!(
-            verify_password(&secret("hunter3"), Some(&phc)),
+            verify_password(&secret("hunter3"), Some(&phc), &mut Vec::new()),
             Verdict::Mismatch
         ));
+    }
+
+    /// The check in reused memory answers as argon2's own `verify_password`, whatever
+    /// the algorithm, version and costs, and whatever the memory held before.
+    #[test]
+    fn verifying_in_reused_memory_agrees_with_argon2() {
+        use argon2::password_hash::PasswordVerifier as _;
+
+        let mut memory = Vec::new();
+        let hashes = [
+            hash_password(&secret("pw")),
+            Argon2::new(
+                Algorithm::Argon2i,
+                Version::V0x10,
+                Params::new(256, 3, 2, Some(16)).unwrap(),
+            )
+            .hash_password(b"pw")
+            .unwrap()
+            .to_string(),
+            Argon2::new(
+                Algorithm::Argon2d,
+                Version::V0x13,
+                Params::new(64, 1, 1, Some(64)).unwrap(),
+            )
+            .hash_password(b"pw")
+            .unwrap()
+            .to_string(),
+        ];
+        for _ in 0..2 {
+            for stored in &hashes {
+                let phc = PasswordHash::new(stored).unwrap();
+                for password in ["pw", "pW", ""] {
+                    let theirs = Argon2::default()
+                        .verify_password(password.as_bytes(), &phc)
+                        .is_ok();
+                    assert_eq!(
+                        matches(&secret(password), &phc, &mut memory),
+                        theirs,
+                        "{stored}"
+                    );
+                    assert_eq!(theirs, password == "pw");
+                }
+            }
+        }
     }
 
     #[test]
     fn no_stored_hash_never_matches() {
         assert!(matches!(
-            verify_password(&secret(""), None),
+            verify_password(&secret(""), None, &mut Vec::new()),
             Verdict::Mismatch
         ));
     }
@@ -229,7 +357,7 @@ mod tests {
         .to_string();
         let Verdict::Match {
             rehashed: Some(fresh),
-        } = verify_password(&secret("pw"), Some(&weak))
+        } = verify_password(&secret("pw"), Some(&weak), &mut Vec::new())
         else {
             panic!("expected an upgraded hash");
         };
@@ -239,7 +367,7 @@ mod tests {
     #[test]
     fn a_malformed_stored_hash_is_a_mismatch() {
         assert!(matches!(
-            verify_password(&secret("x"), Some("not a hash")),
+            verify_password(&secret("x"), Some("not a hash"), &mut Vec::new()),
             Verdict::Mismatch
         ));
     }
@@ -249,7 +377,12 @@ mod tests {
         let dummy = hash_password(&secret("known to an attacker"));
         for corrupt in ["$argon2id$v=19$m=19456,t=2,p=1$broken", "not a hash"] {
             assert!(matches!(
-                verify_or_waste_time(&secret("known to an attacker"), Some(corrupt), &dummy),
+                verify_or_waste_time(
+                    &secret("known to an attacker"),
+                    Some(corrupt),
+                    &dummy,
+                    &mut Vec::new()
+                ),
                 Verdict::Mismatch
             ));
         }

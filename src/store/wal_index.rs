@@ -121,27 +121,31 @@ unsafe fn map_header(db: *mut ffi::sqlite3) -> Option<NonNull<AtomicU64>> {
 
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
-
     use sqlx::{
         Connection,
         sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
     };
+    use tempfile::TempDir;
 
     use super::*;
 
-    #[tokio::test]
-    async fn every_commit_of_any_connection_moves_the_fingerprint_and_nothing_else_does() {
+    /// A new database file in a folder of its own, in `mode`, and a pool on it.
+    async fn database(mode: SqliteJournalMode) -> (TempDir, SqliteConnectOptions, SqlitePool) {
         let folder = tempfile::tempdir().unwrap();
-        let options = SqliteConnectOptions::from_str("sqlite:index.db")
-            .unwrap()
+        let options = SqliteConnectOptions::new()
             .filename(folder.path().join("index.db"))
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
+            .journal_mode(mode);
         let pool = SqlitePoolOptions::new()
             .connect_with(options.clone())
             .await
             .unwrap();
+        (folder, options, pool)
+    }
+
+    #[tokio::test]
+    async fn every_commit_of_any_connection_moves_the_fingerprint_and_nothing_else_does() {
+        let (_folder, options, pool) = database(SqliteJournalMode::Wal).await;
         sqlx::query("create table t (x integer)")
             .execute(&pool)
             .await
@@ -182,16 +186,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_database_without_a_write_ahead_log_has_no_index() {
-        let folder = tempfile::tempdir().unwrap();
-        let options = SqliteConnectOptions::from_str("sqlite:plain.db")
-            .unwrap()
-            .filename(folder.path().join("plain.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Delete);
-        let pool = SqlitePoolOptions::new()
-            .connect_with(options)
-            .await
-            .unwrap();
+        let (_folder, _, pool) = database(SqliteJournalMode::Delete).await;
         assert!(WalIndex::open(&pool).await.is_err());
     }
 }

@@ -106,8 +106,8 @@ pub fn app(auth: Arc<Auth>, cors: Arc<Cors>) -> impl Endpoint<Output = Response>
 pub fn shortcut(auth: Arc<Auth>, cors: Arc<Cors>) -> Arc<dyn Shortcut> {
     let metrics = auth.metrics();
     Arc::new(Early {
-        me: EarlyRoute::new(metrics, users::ME),
-        introspect: EarlyRoute::new(metrics, introspect::INTROSPECT),
+        me: EarlyRoute::new(metrics, users::ME, "GET"),
+        introspect: EarlyRoute::new(metrics, introspect::INTROSPECT, "POST"),
         auth,
         cors,
     })
@@ -124,15 +124,18 @@ struct Early {
 /// no label lookup.
 struct EarlyRoute {
     route: &'static str,
+    /// The one method answered early on the route.
+    method: &'static str,
     answers: Counter,
     /// Durations of its 200s, made on first use (as every other series).
     durations: OnceLock<Histogram>,
 }
 
 impl EarlyRoute {
-    fn new(metrics: &Metrics, route: &'static str) -> Self {
+    fn new(metrics: &Metrics, route: &'static str, method: &'static str) -> Self {
         Self {
             route,
+            method,
             answers: metrics.early_answers(route),
             durations: OnceLock::new(),
         }
@@ -168,9 +171,9 @@ impl Shortcut for Early {
             request.uri.path(),
             arrived,
             |status, seconds| match status {
-                200 => early
+                200 if method == early.method => early
                     .durations
-                    .get_or_init(|| metrics.request_durations(early.route, method, status))
+                    .get_or_init(|| metrics.request_durations(early.route, early.method, 200))
                     .observe(seconds),
                 _ => metrics.request(early.route, method, status, seconds),
             },

@@ -72,10 +72,10 @@ fn verify_or_waste_time(
     });
     let Some(phc) = parsed else {
         let dummy = PasswordHash::new(dummy).expect("the dummy hash is a valid PHC string");
-        let _ = matches(password, &dummy, memory);
+        let _ = password_matches(password, &dummy, memory);
         return Verdict::Mismatch;
     };
-    if !matches(password, &phc, memory) {
+    if !password_matches(password, &phc, memory) {
         return Verdict::Mismatch;
     }
     let rehashed = is_weaker_than_default(&phc).then(|| hash_password(password));
@@ -85,7 +85,7 @@ fn verify_or_waste_time(
 /// What argon2's `verify_password` does (the PHC string's algorithm, version, costs and
 /// salt; the outputs compared in constant time by `Output`), with the working memory
 /// passed in instead of allocated per call.
-fn matches(password: &SecretString, phc: &PasswordHash, memory: &mut Vec<Block>) -> bool {
+fn password_matches(password: &SecretString, phc: &PasswordHash, memory: &mut Vec<Block>) -> bool {
     let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
         return false;
     };
@@ -103,6 +103,11 @@ fn matches(password: &SecretString, phc: &PasswordHash, memory: &mut Vec<Block>)
     };
     let blocks = params.block_count();
     if memory.len() < blocks {
+        // A stored hash may ask for any memory cost (up to 4 TiB): one that cannot be
+        // had is a failed check, as in argon2's own verification, not an abort.
+        if memory.try_reserve_exact(blocks - memory.len()).is_err() {
+            return false;
+        }
         memory.resize(blocks, Block::default());
     }
     let mut buffer = [0u8; Output::MAX_LENGTH];
@@ -138,7 +143,7 @@ fn is_weaker_than_default(phc: &PasswordHash) -> bool {
 pub struct Hasher {
     permits: Arc<Semaphore>,
     jobs: Arc<AtomicU64>,
-    memory: Arc<Memory>,
+    memory: Arc<SpareMemory>,
     in_flight: Gauge,
     waiting: Gauge,
 }
@@ -148,18 +153,22 @@ pub struct Hasher {
 /// allocation per job cost page faults, zeroing and unmapping: a third of the machine's
 /// CPU, in the kernel, during a login flood.
 #[derive(Default)]
-struct Memory {
+struct SpareMemory {
     spare: Mutex<Vec<Vec<Block>>>,
     jobs_holding: AtomicUsize,
 }
 
-impl Memory {
+impl SpareMemory {
     fn take(&self) -> Vec<Block> {
         self.lock().pop().unwrap_or_default()
     }
 
+    /// Keeps `memory` for the next job, unless a stored hash with a higher cost than
+    /// today's made it larger: that is freed at once.
     fn give_back(&self, memory: Vec<Block>) {
-        self.lock().push(memory);
+        if memory.len() <= Params::default().block_count() {
+            self.lock().push(memory);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Block>>> {
@@ -238,7 +247,7 @@ fn yield_to_requests() {
 pub struct HashSlot {
     _permit: OwnedSemaphorePermit,
     jobs: Arc<AtomicU64>,
-    memory: Arc<Memory>,
+    memory: Arc<SpareMemory>,
     in_flight: Gauge,
 }
 
@@ -327,7 +336,7 @@ mod tests {
                         .verify_password(password.as_bytes(), &phc)
                         .is_ok();
                     assert_eq!(
-                        matches(&secret(password), &phc, &mut memory),
+                        password_matches(&secret(password), &phc, &mut memory),
                         theirs,
                         "{stored}"
                     );
@@ -335,6 +344,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A stored hash asking for 4 TiB of memory is a failed check, not an abort.
+    #[test]
+    fn a_memory_cost_that_cannot_be_had_is_a_mismatch() {
+        let fair = hash_password(&secret("pw"));
+        let greedy = fair.replace("m=19456", &format!("m={}", u32::MAX));
+        assert!(matches!(
+            verify_password(&secret("pw"), Some(&greedy), &mut Vec::new()),
+            Verdict::Mismatch
+        ));
     }
 
     #[test]

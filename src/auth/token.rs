@@ -22,11 +22,8 @@ pub struct TokenDigest([u8; 32]);
 /// they are.
 impl Hash for TokenDigest {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let (first, _) = self
-            .0
-            .split_first_chunk::<8>()
-            .expect("a digest has 32 bytes");
-        state.write_u64(u64::from_ne_bytes(*first));
+        let [a, b, c, d, e, f, g, h, ..] = self.0;
+        state.write_u64(u64::from_ne_bytes([a, b, c, d, e, f, g, h]));
     }
 }
 

@@ -269,6 +269,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Pool::Sqlite(writer) = &self.writer {
+            sqlite::checkpoint_at_close(writer).await;
+        }
         on_writer!(self, pool => pool.close().await);
         on_pool!(self, pool => pool.close().await)
     }

@@ -25,8 +25,9 @@ use super::{ConnectError, changes::Changes, wal_index::WalIndex};
 /// The migrations in `./migrations`, compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// How often the change counter is read when no file event says it may have moved: a
-/// backstop, and the only check where file events are not available.
+/// How often the change counter is read when nothing woke the watcher (a lookup that
+/// found a commit it has not read, a file event): a backstop, and the only check where
+/// neither the WAL index nor file events are available.
 const RECHECK: Duration = Duration::from_millis(250);
 
 /// The size the write-ahead log file is cut back to when the log starts over.
@@ -291,21 +292,26 @@ pub fn watch_changes(
         // File events wake the watcher as soon as a commit is written, before a lookup
         // finds it; without the index they are also the check itself.
         let news = index.is_none().then(|| changes.clone());
+        // News whose file events have all been read: only those can be settled by a
+        // check that starts now (see `watch_folder`).
+        let drained = Arc::new(AtomicU64::new(changes.news_seen()));
         if let Some(folder) = &folder
-            && let Err(err) = watch_folder(folder, news, wake.clone(), running)
+            && let Err(err) = watch_folder(folder, news, drained.clone(), wake.clone(), running)
         {
-            tracing::warn!(
-                error = %err,
-                "cannot watch the database folder; changes made by other processes count within {RECHECK:?}"
-            );
+            if index.is_some() {
+                tracing::debug!(error = %err, "cannot watch the database folder; the WAL index is read instead");
+            } else {
+                tracing::warn!(
+                    error = %err,
+                    "cannot watch the database folder; changes made by other processes count within {RECHECK:?}"
+                );
+            }
         }
         let mut last = None;
         loop {
-            let seen = changes.news_seen();
+            let seen = drained.load(Ordering::Acquire);
             let read = match &index {
-                Some(index) => {
-                    read_after_commits(index, &reader, &changes, &read_at, &mut last).await
-                }
+                Some(index) => read_after_commits(index, &changes, &read_at, &mut last).await,
                 None => check(&pool, &changes, &mut last).await,
             };
             if read {
@@ -339,13 +345,13 @@ pub fn watch_changes(
     })
 }
 
-/// The WAL index of the database `reader` reads, or `None` (said at debug: file events
-/// then take its place) where it cannot be mapped.
+/// The WAL index of the database `reader` reads, or `None` (said once: file events then
+/// take its place) where it cannot be mapped.
 async fn open_index(reader: &SqlitePool) -> Option<Arc<WalIndex>> {
     match WalIndex::open(reader).await {
         Ok(index) => Some(Arc::new(index)),
         Err(err) => {
-            tracing::debug!(error = %err, "cannot read the WAL index; watching file events instead");
+            tracing::info!(error = %err, "cannot read SQLite's WAL index; watching file events instead");
             None
         }
     }
@@ -359,7 +365,6 @@ async fn open_index(reader: &SqlitePool) -> Option<Arc<WalIndex>> {
 /// that finds the same commit can trust the generation the read left.
 async fn read_after_commits(
     index: &WalIndex,
-    reader: &SqlitePool,
     changes: &Changes,
     read_at: &AtomicU64,
     last: &mut Option<i64>,
@@ -368,8 +373,9 @@ async fn read_after_commits(
     if last.is_some() && at == read_at.load(Ordering::Acquire) {
         return true;
     }
-    let value = sqlx::query_scalar::<_, i64>("select value from change_counter where id = 1")
-        .fetch_one(reader)
+    // On the index's own connection: never waiting behind lookups for the pool's.
+    let value = index
+        .read_i64("select value from change_counter where id = 1")
         .await;
     match value {
         Ok(value) => {
@@ -394,8 +400,9 @@ async fn read_after_commits(
 /// It never checkpoints itself: SQLite's automatic checkpoint (every 1,000 log pages,
 /// with two fsyncs) ran on the committing connection, and every writer waited for the
 /// disk behind it. The server checkpoints on a reading connection instead, every
-/// [`CHECKPOINT_EVERY`] (see [`watch_changes`]); the last connection to close
-/// checkpoints too, as SQLite always does.
+/// [`CHECKPOINT_EVERY`] (see [`watch_changes`]), and once more when the store closes
+/// ([`checkpoint_at_close`]): the WAL index's connection stays open until the process
+/// ends, so the last connection no longer closes before that.
 pub fn writer(pool: &SqlitePool) -> SqlitePool {
     if database_folder(pool).is_none() {
         return pool.clone();
@@ -407,6 +414,17 @@ pub fn writer(pool: &SqlitePool) -> SqlitePool {
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(options)
+}
+
+/// Moves the write-ahead log into the database file before the store closes (see
+/// [`writer`]); a failure only leaves the log for the next start to read.
+pub async fn checkpoint_at_close(writer: &SqlitePool) {
+    if let Err(err) = sqlx::query("pragma wal_checkpoint(truncate)")
+        .execute(writer)
+        .await
+    {
+        tracing::debug!(error = %err, "the checkpoint at close failed");
+    }
 }
 
 /// Reads the counter and bumps `changes` when it moved; `true` when it could be read.
@@ -489,6 +507,7 @@ impl Drop for StopOnDrop {
 fn watch_folder(
     folder: &Path,
     news: Option<Arc<Changes>>,
+    drained: Arc<AtomicU64>,
     wake: Arc<Notify>,
     running: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
@@ -519,13 +538,16 @@ fn watch_folder(
                 if !readable(fd, 500) {
                     continue;
                 }
-                if let Some(changes) = &news {
-                    changes.news();
-                }
+                let count = news.as_ref().map(|changes| changes.news());
                 // The descriptor is non-blocking: read until nothing is left.
                 // SAFETY: reads into a buffer of the length given, from a descriptor the
                 // Arc keeps open.
                 while unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) } > 0 {}
+                // Only now may a check settle this news: one that began before the read
+                // could settle it and miss a write whose events this read took away.
+                if let Some(count) = count {
+                    drained.store(count, Ordering::Release);
+                }
                 wake.notify_one();
             }
         })?;
@@ -548,6 +570,7 @@ fn readable(fd: std::os::fd::RawFd, timeout_ms: libc::c_int) -> bool {
 fn watch_folder(
     _folder: &Path,
     _news: Option<Arc<Changes>>,
+    _drained: Arc<AtomicU64>,
     _wake: Arc<Notify>,
     _running: Arc<AtomicBool>,
 ) -> std::io::Result<()> {

@@ -16,6 +16,7 @@ use std::{
 
 use libsqlite3_sys as ffi;
 use sqlx::{ConnectOptions, SqliteConnection, SqlitePool};
+use tokio::sync::Mutex;
 
 /// The header's size in the mapping: its first copy, the one SQLite writes last.
 const HEADER_WORDS: usize = 6;
@@ -28,11 +29,11 @@ const REGION_BYTES: i32 = 32 * 1024;
 /// connection is held here for as long as the view exists.
 pub struct WalIndex {
     header: NonNull<AtomicU64>,
-    _connection: SqliteConnection,
+    connection: Mutex<SqliteConnection>,
 }
 
-// SAFETY: the header is only read, through atomic loads, from memory SQLite keeps mapped
-// while `_connection` is open; the connection itself is never used again.
+// SAFETY: `header` points into memory SQLite keeps mapped while `connection` is open,
+// which is as long as this value lives; it is only read. The connection is behind a mutex.
 unsafe impl Send for WalIndex {}
 // SAFETY: as above.
 unsafe impl Sync for WalIndex {}
@@ -42,6 +43,16 @@ impl WalIndex {
     /// is no shared WAL index to read (another journal mode, a VFS without shared memory).
     pub async fn open(pool: &SqlitePool) -> Result<Self, sqlx::Error> {
         let mut connection = (*pool.connect_options()).clone().connect().await?;
+        // Only a database in WAL mode has an index; asking another for one would make
+        // SQLite set up shared memory it never takes down.
+        let mode: String = sqlx::query_scalar("pragma journal_mode")
+            .fetch_one(&mut connection)
+            .await?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(sqlx::Error::Protocol(format!(
+                "the database is in {mode} mode, not WAL"
+            )));
+        }
         // A first read opens the log and maps the index.
         sqlx::query("select 1 from sqlite_schema limit 1")
             .fetch_optional(&mut connection)
@@ -55,7 +66,7 @@ impl WalIndex {
         .ok_or_else(|| sqlx::Error::Protocol("the database has no shared WAL index".into()))?;
         let index = Self {
             header,
-            _connection: connection,
+            connection: Mutex::new(connection),
         };
         // A log that was never written has an empty header; a real one says it is set up.
         if index.words().iter().all(|word| *word == 0) {
@@ -73,12 +84,19 @@ impl WalIndex {
             })
     }
 
+    /// The one integer `sql` reads, on this view's own connection.
+    pub async fn read_i64(&self, sql: &'static str) -> Result<i64, sqlx::Error> {
+        let mut connection = self.connection.lock().await;
+        sqlx::query_scalar(sql).fetch_one(&mut *connection).await
+    }
+
     fn words(&self) -> [u64; HEADER_WORDS] {
         std::array::from_fn(|i| {
             // SAFETY: the mapping is at least REGION_BYTES long and 8-byte aligned (it
-            // starts a page), and stays mapped while `_connection` is open. A writer in
-            // another process may be rewriting it: a torn reading matches no settled
-            // fingerprint, so it only costs a cache miss.
+            // starts a page), and stays mapped while `connection` is open. SQLite writes
+            // it with plain copies, here and in other processes, so these loads race
+            // with them as SQLite's own readers do; what they guard against is a torn
+            // reading, which matches no settled fingerprint and only costs a cache miss.
             unsafe { self.header.add(i).as_ref() }.load(Ordering::Acquire)
         })
     }

@@ -312,6 +312,8 @@ pub fn watch_changes(
             let seen = drained.load(Ordering::Acquire);
             let read = match &index {
                 Some(index) => read_after_commits(index, &changes, &read_at, &mut last).await,
+                // `pool` is the writer: the check takes the write lock, so it waits its
+                // turn among this process's writers instead of in SQLite's busy handler.
                 None => check(&pool, &changes, &mut last).await,
             };
             if read {

@@ -12,6 +12,7 @@ mod postgres;
 mod rotation;
 mod sessions;
 mod sqlite;
+mod sqlite_watch;
 mod throttle;
 mod tokens;
 mod totp;
@@ -252,7 +253,7 @@ impl Store {
     pub fn watch_changes(&self) -> tokio::task::JoinHandle<()> {
         match (&self.pool, &self.writer) {
             (Pool::Sqlite(reader), Pool::Sqlite(writer)) => {
-                sqlite::watch_changes(reader.clone(), writer.clone(), self.changes.clone())
+                sqlite_watch::watch_changes(reader.clone(), writer.clone(), self.changes.clone())
             }
             (Pool::Postgres(pool), _) | (_, Pool::Postgres(pool)) => {
                 postgres::watch_changes(pool.clone(), self.changes.clone())

@@ -64,23 +64,21 @@ pub fn watch_changes(
                 committed_since
             });
         }
-        // File events wake the watcher as soon as a commit is written, before a lookup
-        // finds it; without the index they are also the check itself.
-        let news = index.is_none().then(|| changes.clone());
         // News whose file events have all been read: only those can be settled by a
         // check that starts now (see `watch_folder`).
         let drained = Arc::new(AtomicU64::new(changes.news_seen()));
-        if let Some(folder) = &folder
-            && let Err(err) = watch_folder(folder, news, drained.clone(), wake.clone(), running)
+        // Without the index, file events in the folder are the check. With it they are
+        // not watched at all: every page a commit writes is an event, and waking for each
+        // cost a busy writer a sixth of its rate, where a lookup that finds a commit it
+        // has not read wakes the watcher anyway.
+        if index.is_none()
+            && let Some(folder) = &folder
+            && let Err(err) = watch_folder(folder, &changes, drained.clone(), wake.clone(), running)
         {
-            if index.is_some() {
-                tracing::debug!(error = %err, "cannot watch the database folder; the WAL index is read instead");
-            } else {
-                tracing::warn!(
-                    error = %err,
-                    "cannot watch the database folder; changes made by other processes count within {RECHECK:?}"
-                );
-            }
+            tracing::warn!(
+                error = %err,
+                "cannot watch the database folder; changes made by other processes count within {RECHECK:?}"
+            );
         }
         let mut last = None;
         loop {
@@ -210,13 +208,12 @@ impl Drop for StopOnDrop {
 }
 
 /// Starts a thread that wakes the watcher on every write in `folder`, until `running` is
-/// false (it looks twice a second). With `news`, every write is also news, and every
-/// cache lookup asks the kernel whether events are queued: the exact check where the WAL
-/// index cannot be read.
+/// false (it looks twice a second). Every write is news, and every cache lookup asks the
+/// kernel whether events are queued: the exact check where the WAL index cannot be read.
 #[cfg(target_os = "linux")]
 fn watch_folder(
     folder: &Path,
-    news: Option<Arc<Changes>>,
+    changes: &Arc<Changes>,
     drained: Arc<AtomicU64>,
     wake: Arc<Notify>,
     running: Arc<AtomicBool>,
@@ -235,10 +232,9 @@ fn watch_folder(
             | WatchMask::MOVED_TO,
     )?;
     let inotify = Arc::new(inotify);
-    if let Some(changes) = &news {
-        let inotify = inotify.clone();
-        changes.set_probe(move || readable(inotify.as_raw_fd(), 0));
-    }
+    let probe = inotify.clone();
+    changes.set_probe(move || readable(probe.as_raw_fd(), 0));
+    let changes = changes.clone();
     std::thread::Builder::new()
         .name("sqlite-changes".into())
         .spawn(move || {
@@ -248,16 +244,14 @@ fn watch_folder(
                 if !readable(fd, 500) {
                     continue;
                 }
-                let count = news.as_ref().map(|changes| changes.news());
+                let count = changes.news();
                 // The descriptor is non-blocking: read until nothing is left.
                 // SAFETY: reads into a buffer of the length given, from a descriptor the
                 // Arc keeps open.
                 while unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) } > 0 {}
                 // Only now may a check settle this news: one that began before the read
                 // could settle it and miss a write whose events this read took away.
-                if let Some(count) = count {
-                    drained.store(count, Ordering::Release);
-                }
+                drained.store(count, Ordering::Release);
                 wake.notify_one();
             }
         })?;
@@ -279,7 +273,7 @@ fn readable(fd: std::os::fd::RawFd, timeout_ms: libc::c_int) -> bool {
 #[cfg(not(target_os = "linux"))]
 fn watch_folder(
     _folder: &Path,
-    _news: Option<Arc<Changes>>,
+    _changes: &Arc<Changes>,
     _drained: Arc<AtomicU64>,
     _wake: Arc<Notify>,
     _running: Arc<AtomicBool>,

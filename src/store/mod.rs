@@ -203,6 +203,8 @@ pub struct Store {
     /// PostgreSQL the same pool.
     writer: Pool,
     changes: Arc<Changes>,
+    /// SQLite's group commit of refresh rotations (see [`rotation::SqliteQueue`]).
+    rotations: Arc<rotation::SqliteQueue>,
 }
 
 impl Store {
@@ -225,6 +227,7 @@ impl Store {
             pool,
             writer,
             changes: Arc::new(Changes::default()),
+            rotations: Arc::default(),
         })
     }
 

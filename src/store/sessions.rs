@@ -253,7 +253,7 @@ impl Store {
             refresh,
         };
         match &self.writer {
-            Pool::Sqlite(pool) => rotation::sqlite(pool, &rotate).await,
+            Pool::Sqlite(pool) => self.rotations.rotate(pool, &rotate).await,
             Pool::Postgres(pool) => rotation::postgres(pool, &rotate).await,
         }
     }

@@ -138,6 +138,49 @@ both_backends! {
         assert_eq!(access_tokens.len(), 8, "every answer has its own access token");
     }
 
+    /// On SQLite, rotations that arrive together are committed together: each session's
+    /// still goes its own way, an ended one among them included.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_refreshes_of_many_sessions_each_rotate_their_own() {
+        let app = spawn_app().await;
+        let mut sessions = Vec::new();
+        for _ in 0..12 {
+            sessions.push(app.tokens_for("johndoe", "secret", "").await);
+        }
+        let (ended_access, ended_refresh) = sessions.pop().unwrap();
+        assert_eq!(app.revoke(&ended_refresh).await.status(), 200);
+
+        let refreshes = sessions
+            .iter()
+            .map(|(_, refresh)| refresh.as_str())
+            .chain([ended_refresh.as_str()])
+            .map(|refresh| app.refresh(refresh, None));
+        let mut answers = join_all(refreshes).await;
+
+        assert_invalid_refresh_token(answers.pop().unwrap()).await;
+        assert_eq!(app.me_status(&ended_access).await, 401);
+        let mut issued = Vec::new();
+        for response in answers {
+            let (status, body) = status_and_json(response).await;
+            assert_eq!(status, 200, "{body}");
+            issued.push((
+                body["access_token"].as_str().unwrap().to_owned(),
+                body["refresh_token"].as_str().unwrap().to_owned(),
+            ));
+        }
+        let mut distinct: Vec<&str> = issued.iter().map(|(access, _)| access.as_str()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), sessions.len(), "every answer has its own access token");
+        // Each new pair works, and each rotation spent its own session's token: the next
+        // refresh of every session goes on from the new one.
+        for ((old_access, _), (access, refresh)) in sessions.iter().zip(&issued) {
+            assert_eq!(app.me_status(access).await, 200);
+            assert_eq!(app.me_status(old_access).await, 200, "refresh ends no access token");
+            refreshed(&app, refresh, None).await;
+        }
+    }
+
     #[tokio::test]
     async fn an_unused_refresh_token_dies_after_the_idle_lifetime() {
         let app = spawn_app_with(|s| s.refresh_token_idle_ttl = Duration::from_secs(2)).await;
